@@ -1,0 +1,41 @@
+/** One decision, as handed to the audit sink. The sink adds seq, prev_hash and hash. */
+export interface AuditEvent {
+  type: 'request' | 'config_applied' | 'tunnel';
+  time: string;
+  request_id?: string;
+  sub?: string;
+  jti?: string;
+  task_id?: string;
+  orch_id?: string;
+  deleg_depth?: number;
+  chain_root?: string;
+  route?: string;
+  method?: string;
+  host?: string;
+  /** The route's path template; the raw path only when audit.recordRawPath is on (field raw_path). */
+  path_template?: string;
+  raw_path?: string;
+  scopes?: string[];
+  decision?: 'allow' | 'deny';
+  error_code?: string;
+  connector?: string;
+  upstream_status?: number;
+  duration_ms?: number;
+  bytes_in?: number;
+  bytes_out?: number;
+  /** config_applied */
+  generation?: number;
+  policy_digest?: string;
+}
+
+export interface AuditSink {
+  /** Never blocks on disk. Returns false when the sink is failing (queue full or write errors). */
+  append(event: AuditEvent): boolean;
+  /** True while records are being written successfully. */
+  healthy(): boolean;
+  /** Records waiting to be written. */
+  queueDepth(): number;
+  /** Write everything queued. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,204 @@
+/**
+ * The wire schema of the sidecar configuration and of policy files. This is the one contract the
+ * loader, `policy check`, the Helm chart's values.schema.json and the docs are built from.
+ * Unknown keys are errors everywhere (strictObject). Defaults live here, next to their keys.
+ */
+import { z } from 'zod';
+
+/** "250ms", "2s", "1m", "1h" or a bare number of seconds. */
+export const Duration = z.union([
+  z.number().nonnegative(),
+  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'expected a duration such as 500ms, 2s, 1m or 1h'),
+]);
+export type DurationInput = z.infer<typeof Duration>;
+
+export function durationMs(d: DurationInput): number {
+  if (typeof d === 'number') return d * 1000;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(d);
+  if (!m) throw new Error(`bad duration ${d}`);
+  const n = Number(m[1]);
+  const unit = m[2];
+  return unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
+}
+
+/** "HOST:PORT"; IPv6 hosts in brackets. Port 0 asks the OS for a free port (tests). */
+export const ListenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:15101');
+
+/** A secret is never written in a file we load: it is named by where it lives. */
+export const SecretSource = z.union([
+  z.strictObject({ env: z.string().min(1) }),
+  z.strictObject({ file: z.string().min(1) }),
+]);
+export type SecretSourceInput = z.infer<typeof SecretSource>;
+
+export const DEFAULT_PROXY_LISTEN = '127.0.0.1:15101';
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:15100';
+
+export const SidecarConfigSchema = z.strictObject({
+  proxy: z
+    .strictObject({
+      listen: ListenAddress.default(DEFAULT_PROXY_LISTEN),
+      /** Largest request body forwarded upstream, in bytes. */
+      maxRequestBodyBytes: z.number().int().positive().default(10 * 1024 * 1024),
+      /** Largest total size of request headers, in bytes. */
+      maxHeaderBytes: z.number().int().positive().default(32 * 1024),
+      /** Idle keep-alive timeout for agent connections. */
+      keepAliveTimeout: Duration.default('5s'),
+      /** Time allowed to receive a whole request head. */
+      headersTimeout: Duration.default('10s'),
+    })
+    .prefault({}),
+  admin: z.strictObject({ listen: ListenAddress.default(DEFAULT_ADMIN_LISTEN) }).prefault({}),
+  broker: z
+    .strictObject({
+      /** Base URL of the AgentWrit broker; env AGENTWRIT_BROKER_URL overrides. */
+      url: z.url().optional(),
+      /** offline: local signature check only; online: ask the broker every time (cached for revalidateAfter); hybrid: both. */
+      verify: z.enum(['offline', 'online', 'hybrid']).optional(),
+      /** Ed25519 public key of the broker, PEM (SPKI). */
+      publicKeyFile: z.string().min(1).optional(),
+      /** JWKS document on disk (alternative to publicKeyFile). */
+      jwksFile: z.string().min(1).optional(),
+      /** JWKS URL (alternative to publicKeyFile), e.g. the embedded broker's /.well-known/jwks.json. */
+      jwksUrl: z.url().optional(),
+      /** In online/hybrid mode, a positive broker answer is trusted for this long. */
+      revalidateAfter: Duration.default('2s'),
+      /** Timeout of one call to the broker's validate endpoint. */
+      timeout: Duration.default('2s'),
+      /** Required `iss` claim, when set. */
+      issuer: z.string().optional(),
+      /** Required `aud` entry, when set (the broker's validate endpoint does not check it). */
+      audience: z.string().optional(),
+      /** Clock-skew leeway for exp/nbf; the broker itself uses none. */
+      leeway: Duration.default(0),
+      /** Upper bound on verified tokens kept in memory. */
+      cacheSize: z.number().int().positive().default(10_000),
+      /** When the key is known, check chain_hash and every delegation record signature. */
+      verifyDelegationChain: z.boolean().default(true),
+    })
+    .prefault({}),
+  /** Policy files or directories (every *.yaml / *.yml inside, not recursive). */
+  policies: z.array(z.string().min(1)).min(1).default(['./policies']),
+  audit: z
+    .strictObject({
+      /** JSON Lines file; "-" writes to stdout. */
+      path: z.string().min(1).default('./audit.jsonl'),
+      /** closed: refuse requests (503) while the audit file cannot be written; open: serve and count the loss. */
+      onFailure: z.enum(['closed', 'open']).default('closed'),
+      /** Record the raw request path in addition to the route's path template. */
+      recordRawPath: z.boolean().default(false),
+      /** Longest time a record waits in memory before it is written. */
+      flushInterval: Duration.default('50ms'),
+      /** Records held in memory at most; beyond this the sink counts as failing. */
+      maxQueue: z.number().int().positive().default(10_000),
+    })
+    .prefault({}),
+  upstream: z
+    .strictObject({
+      /** "host:port" -> "host:port": connect there instead of resolving (TLS still checks the original name). */
+      connectTo: z.record(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'expected HOST:PORT'), z.string().regex(/^[^\s]+:\d{1,5}$/, 'expected HOST:PORT')).default({}),
+      /** Extra PEM CA bundle trusted for upstream TLS, in addition to the system CAs. */
+      caFile: z.string().min(1).optional(),
+      connectTimeout: Duration.default('5s'),
+      /** Time to wait for the upstream's response head. */
+      headersTimeout: Duration.default('30s'),
+      /** Longest pause between two body chunks from the upstream. */
+      bodyTimeout: Duration.default('60s'),
+      /** Keep-alive connections kept per upstream origin. */
+      connectionsPerOrigin: z.number().int().positive().default(64),
+    })
+    .prefault({}),
+  tls: z
+    .strictObject({
+      /** Directory holding ca.crt and ca.key (e.g. a mounted Secret). Absent: an ephemeral CA is generated at start. */
+      caDir: z.string().min(1).optional(),
+      /** Where the CA certificate (never the key) is written for agents. */
+      caCertOut: z.string().min(1).optional(),
+      /** Where system CAs + the sidecar CA are written as one bundle. */
+      bundleOut: z.string().min(1).optional(),
+      /** Ports CONNECT may target. */
+      connectPorts: z.array(z.number().int().min(1).max(65535)).default([443]),
+      /** Leaf certificate lifetime. */
+      leafValidity: Duration.default('24h'),
+      /** Leaf certificates kept in memory at most. */
+      leafCacheSize: z.number().int().positive().default(1000),
+      /** Close a tunnel idle for this long. */
+      tunnelIdleTimeout: Duration.default('60s'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+    .prefault({}),
+  shutdown: z.strictObject({ grace: Duration.default('10s') }).prefault({}),
+});
+export type SidecarConfigInput = z.input<typeof SidecarConfigSchema>;
+export type SidecarConfig = z.output<typeof SidecarConfigSchema>;
+
+const ConnectorName = z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'connector names use a-z, 0-9, - and _');
+
+export const StaticHeaderConnector = z.strictObject({
+  name: ConnectorName,
+  type: z.literal('static'),
+  secret: SecretSource,
+  /** Header to set; default Authorization. */
+  header: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name').default('Authorization'),
+  /** Value template; ${secret} is replaced by the secret. */
+  format: z.string().includes('${secret}', { message: 'format must contain ${secret}' }).default('${secret}'),
+});
+export const StaticQueryConnector = z.strictObject({
+  name: ConnectorName,
+  type: z.literal('static'),
+  secret: SecretSource,
+  /** Query parameter to set (replacing any the agent sent). */
+  query: z.string().min(1),
+});
+export const StaticBasicConnector = z.strictObject({
+  name: ConnectorName,
+  type: z.literal('static'),
+  basic: z.strictObject({ username: SecretSource, password: SecretSource }),
+});
+export const ConnectorSchema = z.union([StaticQueryConnector, StaticBasicConnector, StaticHeaderConnector]);
+export type ConnectorInput = z.infer<typeof ConnectorSchema>;
+
+const Method = z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', '*']);
+
+export const RouteSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'route ids use letters, digits, ".", "_" and "-"'),
+  /** Forward-proxy routes: the upstream host, exact ("api.example.com") or a suffix ("*.example.com"). */
+  host: z.string().min(1).optional(),
+  /** Port of the forward-proxy host; default: 80 for http, 443 for https. */
+  port: z.number().int().min(1).max(65535).optional(),
+  /** Reverse routes: a path prefix on the proxy port ("/billing") ... */
+  mount: z.string().regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, 'mount is a path prefix such as /billing').optional(),
+  /** ... mapped to this upstream origin (http:// or https://, no path). */
+  upstream: z.url({ protocol: /^https?$/ }).optional(),
+  /** Extra CA (PEM) trusted for this route's upstream TLS. */
+  caFile: z.string().min(1).optional(),
+  methods: z.array(Method).min(1).default(['GET', 'HEAD']),
+  /** Path template: literal segments, {name} (one segment) and a final {name*} (the rest). */
+  path: z.string().startsWith('/'),
+  /** Every one of these must be covered by the token's scopes; {name} is filled from the path. */
+  scopes: z.array(z.string().min(1)).min(1),
+  connector: ConnectorName.optional(),
+  /** Refuse tokens whose delegation chain is longer than this. */
+  maxDelegationDepth: z.number().int().min(0).max(5).optional(),
+});
+export type RouteInput = z.infer<typeof RouteSchema>;
+
+/** Hosts reached through CONNECT without interception (blind tunnel). */
+export const PassThroughSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(443),
+  scopes: z.array(z.string().min(1)).min(1),
+});
+
+export const PolicyFileSchema = z.strictObject({
+  version: z.literal('v1'),
+  connectors: z.array(ConnectorSchema).default([]),
+  routes: z.array(RouteSchema).default([]),
+  passThrough: z.array(PassThroughSchema).default([]),
+});
+export type PolicyFileInput = z.input<typeof PolicyFileSchema>;
+export type PolicyFile = z.output<typeof PolicyFileSchema>;
