@@ -4,6 +4,7 @@
  */
 export const ERROR_CATALOGUE = {
   token_required: { status: 407, title: 'Proxy Authentication Required' },
+  token_missing: { status: 401, title: 'Unauthorized' },
   token_invalid: { status: 401, title: 'Unauthorized' },
   token_expired: { status: 401, title: 'Unauthorized' },
   token_revoked: { status: 401, title: 'Unauthorized' },

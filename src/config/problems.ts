@@ -1,0 +1,119 @@
+/**
+ * Turns zod issues into ConfigProblems that point at the offending YAML node, with messages a
+ * person can act on ("missing required key", "unknown key" at the key itself, the one union branch
+ * that was probably meant rather than all of them).
+ */
+import type { z } from 'zod';
+import type { ConfigProblem } from '../errors.js';
+import { type ConfigPath, formatPath, type PositionLookup } from './positions.js';
+
+type Issue = z.core.$ZodIssue;
+
+interface Leaf {
+  path: PropertyKey[];
+  issue?: Issue;
+  /** Set instead of `issue` when no union branch fits at all. */
+  message?: string;
+}
+
+export function zodProblems(issues: readonly Issue[], input: unknown, file: string, positions: PositionLookup): ConfigProblem[] {
+  const leaves: Leaf[] = [];
+  flatten(issues, [], leaves);
+  const out: ConfigProblem[] = [];
+  const seen = new Set<string>();
+  const push = (pos: { line: number; col: number }, message: string) => {
+    const k = `${pos.line}:${pos.col}:${message}`;
+    if (seen.has(k)) return;
+    seen.add(k);
+    out.push({ file, line: pos.line, col: pos.col, message });
+  };
+  for (const leaf of leaves) {
+    const where = leaf.path.length > 0 ? `${formatPath(leaf.path)}: ` : '';
+    if (leaf.message !== undefined) {
+      push(positions.value(leaf.path), where + leaf.message);
+      continue;
+    }
+    const issue = leaf.issue!;
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        push(positions.key([...leaf.path, key]), `${where}unknown key "${key}"`);
+      }
+    } else if (issue.code === 'invalid_type' && isMissingKey(input, leaf.path)) {
+      const parent = leaf.path.slice(0, -1);
+      const prefix = parent.length > 0 ? `${formatPath(parent)}: ` : '';
+      push(positions.value(parent), `${prefix}missing required key "${String(leaf.path[leaf.path.length - 1])}"`);
+    } else {
+      push(positions.value(leaf.path), where + tidy(issue.message));
+    }
+  }
+  return out.sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+function tidy(message: string): string {
+  return message.replace(/^Invalid input: /, '');
+}
+
+function flatten(issues: readonly Issue[], base: PropertyKey[], out: Leaf[]): void {
+  for (const issue of issues) {
+    const path = [...base, ...issue.path];
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const branch = pickBranch(issue.errors);
+      if (branch) flatten(branch, path, out);
+      else out.push({ path, message: expectedOneOf(issue.errors) });
+    } else {
+      out.push({ path, issue });
+    }
+  }
+}
+
+function rootTypeMismatch(branch: readonly Issue[]): boolean {
+  return branch.some((i) => i.code === 'invalid_type' && i.path.length === 0);
+}
+
+/**
+ * The branch the author most likely meant: one whose type matched, with the fewest problems,
+ * and among those the one that got deepest into the value.
+ */
+function pickBranch(branches: readonly (readonly Issue[])[]): readonly Issue[] | undefined {
+  let best: readonly Issue[] | undefined;
+  let bestCount = Number.POSITIVE_INFINITY;
+  let bestDepth = -1;
+  for (const b of branches) {
+    if (rootTypeMismatch(b)) continue;
+    const leaves: Leaf[] = [];
+    flatten(b, [], leaves);
+    const depth = leaves.reduce((n, l) => n + l.path.length, 0);
+    if (leaves.length < bestCount || (leaves.length === bestCount && depth > bestDepth)) {
+      best = b;
+      bestCount = leaves.length;
+      bestDepth = depth;
+    }
+  }
+  return best;
+}
+
+function expectedOneOf(branches: readonly (readonly Issue[])[]): string {
+  const kinds = new Set<string>();
+  let received = '';
+  for (const b of branches) {
+    for (const i of b) {
+      if (i.code === 'invalid_type' && i.path.length === 0) {
+        kinds.add(i.expected);
+        const m = /received (\w+)/.exec(i.message);
+        if (m) received = m[1];
+      }
+    }
+  }
+  return `expected ${[...kinds].join(' or ')}${received ? `, received ${received}` : ''}`;
+}
+
+function isMissingKey(input: unknown, path: ConfigPath): boolean {
+  if (path.length === 0) return false;
+  let node: unknown = input;
+  for (let i = 0; i < path.length - 1; i++) {
+    if (node === null || typeof node !== 'object') return false;
+    node = (node as Record<PropertyKey, unknown>)[path[i]];
+  }
+  if (node === null || typeof node !== 'object' || Array.isArray(node)) return false;
+  return !Object.hasOwn(node, path[path.length - 1]);
+}

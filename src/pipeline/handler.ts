@@ -1,0 +1,152 @@
+/**
+ * The request pipeline: classify → authenticate → match → authorize → credential → prepare →
+ * forward → record. Every exit goes through one error mapper (respond.ts) and one record stage.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AgentIdentity } from '../auth/types.js';
+import { firstUncovered } from '../auth/scope.js';
+import type { OutboundRequest } from '../connectors/types.js';
+import { SidecarError } from '../errors.js';
+import { canonicalizeForward, canonicalizeOrigin, checkFraming } from '../ingress/canonical.js';
+import { tunnelContextOf } from '../ingress/tunnel-context.js';
+import { AGENT_CREDENTIAL_HEADERS, extractToken } from '../ingress/token.js';
+import type { CanonicalRequest, RouteMatch } from '../policy/types.js';
+import type { Runtime } from '../runtime/types.js';
+import { stripHopByHop } from '../upstream/forwarder.js';
+import { recordDecision } from './record.js';
+import { sendProblem, toSidecarError } from './respond.js';
+import { nextRequestId } from './request-id.js';
+
+export interface RequestState {
+  requestId: string;
+  started: bigint;
+  canon?: CanonicalRequest;
+  identity?: AgentIdentity;
+  match?: RouteMatch;
+  upstreamStatus?: number;
+  upstreamSeconds?: number;
+  error?: SidecarError;
+}
+
+function authenticateError(kind: CanonicalRequest['kind'] | undefined, malformed: boolean): SidecarError {
+  if (malformed) return new SidecarError('token_invalid', 'the presented credential is not an AgentWrit token');
+  if (kind === 'forward') {
+    return new SidecarError('token_required', 'send your AgentWrit token as Proxy-Authorization (Bearer, or Basic with the token as password)');
+  }
+  return new SidecarError('token_missing', 'send your AgentWrit token as Authorization: Bearer <token>');
+}
+
+/** Decide which scopes are missing; returns an error or undefined when authorized. */
+export function authorize(identity: AgentIdentity, match: RouteMatch): SidecarError | undefined {
+  if (match.scopeProblem !== undefined) {
+    return new SidecarError('scope_violation', 'a value in this request cannot be used in a scope');
+  }
+  const max = match.route.maxDelegationDepth;
+  if (max !== undefined && identity.delegationDepth > max) {
+    return new SidecarError('delegation_too_deep', `token delegation depth ${identity.delegationDepth} exceeds what this request allows`);
+  }
+  const missing = firstUncovered(match.requiredScopes, identity.scopes);
+  if (missing !== undefined) return new SidecarError('scope_violation', `token lacks required scope: ${missing}`);
+  return undefined;
+}
+
+function buildOutbound(req: IncomingMessage, canon: CanonicalRequest, requestId: string): OutboundRequest {
+  const headers = stripHopByHop(req.headers);
+  for (const h of AGENT_CREDENTIAL_HEADERS) delete headers[h];
+  headers['x-request-id'] = requestId;
+  return {
+    method: canon.method,
+    path: canon.query ? `${canon.path}?${canon.query}` : canon.path,
+    headers,
+    origin: { scheme: canon.scheme, host: canon.host, port: canon.port },
+  };
+}
+
+function hasBody(req: IncomingMessage, max: number): boolean {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = req.headers['content-length'];
+  if (cl === undefined || cl === '0') return false;
+  if (Number(cl) > max) throw new SidecarError('payload_too_large', `request body exceeds ${max} bytes`);
+  return true;
+}
+
+export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
+  const maxBody = rt.config.proxy.maxRequestBodyBytes;
+  const failClosed = rt.config.audit.onFailure === 'closed';
+
+  async function handle(req: IncomingMessage, res: ServerResponse, st: RequestState): Promise<void> {
+    const gen = rt.generation();
+    if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
+    checkFraming(req.rawHeaders);
+    const tunnel = tunnelContextOf(req.socket);
+    const target = req.url ?? '';
+    const method = req.method ?? 'GET';
+    let canon: CanonicalRequest | undefined;
+    if (tunnel) {
+      canon = canonicalizeOrigin(method, target, req.headers, { kind: 'intercepted', host: tunnel.host, port: tunnel.port });
+    } else if (target.startsWith('/')) {
+      canon = canonicalizeOrigin(method, target, req.headers, {
+        kind: 'reverse',
+        mounts: gen.policy.matcher.mounts(),
+        upstreamOf: (m) => gen.mountUpstreams.get(m)!,
+      });
+    } else {
+      canon = canonicalizeForward(method, target, req.headers);
+    }
+    st.canon = canon;
+
+    const intake = extractToken(req.headers, tunnel?.token);
+    if (intake.token === undefined) throw authenticateError(canon?.kind ?? 'reverse', intake.malformed);
+    const verified = await rt.verifier.verify(intake.token);
+    st.identity = verified.identity;
+
+    // Routing happens only after authentication so an anonymous caller learns nothing of the policy.
+    const match = canon ? gen.policy.matcher.match(canon) : undefined;
+    if (!canon || !match) throw new SidecarError('no_route', 'no policy route allows this request');
+    st.match = match;
+    const denied = authorize(verified.identity, match);
+    if (denied) throw denied;
+
+    if (failClosed && !rt.audit.healthy()) {
+      throw new SidecarError('audit_unavailable', 'the audit log cannot be written; requests are refused until it can');
+    }
+    const withBody = hasBody(req, maxBody);
+    const out = buildOutbound(req, canon, st.requestId);
+    const connectorName = match.route.connector;
+    if (connectorName !== undefined) {
+      const connector = gen.connectors.get(connectorName);
+      if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
+      const credential = await connector.getCredential({
+        routeId: match.route.id,
+        sub: verified.identity.sub,
+        taskId: verified.identity.taskId,
+        tokenExp: verified.identity.exp,
+      });
+      connector.apply(credential, out);
+    }
+    const result = await rt.forwarder.forward(out, req, res, {
+      caFile: match.route.def.caFile,
+      requestId: st.requestId,
+      maxBodyBytes: maxBody,
+      hasBody: withBody,
+    });
+    st.upstreamStatus = result.status;
+    st.upstreamSeconds = result.upstreamSeconds;
+  }
+
+  return (req, res) => {
+    const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
+    rt.metrics.inflight.inc();
+    handle(req, res, st)
+      .catch((err: unknown) => {
+        st.error = toSidecarError(err);
+        if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error');
+        sendProblem(res, st.error, st.requestId);
+      })
+      .finally(() => {
+        rt.metrics.inflight.dec();
+        recordDecision(rt, st);
+      });
+  };
+}

@@ -1,0 +1,59 @@
+/**
+ * The record stage: one audit record, one metrics update and one log line per decision. Only
+ * identifiers go in (route id, path template, scopes, subject) — never a token or a credential.
+ */
+import type { AuditEvent } from '../audit/types.js';
+import type { Runtime } from '../runtime/types.js';
+import type { RequestState } from './handler.js';
+
+export function recordDecision(rt: Runtime, st: RequestState): void {
+  const seconds = Number(process.hrtime.bigint() - st.started) / 1e9;
+  const decision = st.error ? 'deny' : 'allow';
+  const routeId = st.match?.route.id ?? 'none';
+  const code = st.error?.code ?? 'ok';
+  const id = st.identity;
+  const canon = st.canon;
+  const event: AuditEvent = {
+    type: 'request',
+    time: new Date().toISOString(),
+    request_id: st.requestId,
+    sub: id?.sub,
+    jti: id?.jti,
+    task_id: id?.taskId,
+    orch_id: id?.orchId,
+    deleg_depth: id?.delegationDepth,
+    chain_root: id?.chainRoot,
+    route: st.match?.route.id,
+    method: canon?.method,
+    host: canon?.host,
+    path_template: st.match?.route.pathTemplate,
+    raw_path: rt.config.audit.recordRawPath ? canon?.path : undefined,
+    scopes: st.match?.requiredScopes,
+    decision,
+    error_code: st.error?.code,
+    connector: st.match?.route.connector,
+    upstream_status: st.upstreamStatus,
+    duration_ms: Math.round(seconds * 1e6) / 1e3,
+  };
+  // A failing sink is counted by the sink itself; the next requests are refused in closed mode.
+  rt.audit.append(event);
+  rt.metrics.requests.inc({ route: routeId, decision, code });
+  rt.metrics.requestDuration.observe({ route: routeId, decision }, seconds);
+  if (st.upstreamSeconds !== undefined) rt.metrics.upstreamDuration.observe({ route: routeId }, st.upstreamSeconds);
+  rt.logger.info(
+    {
+      request_id: st.requestId,
+      decision,
+      code,
+      route: st.match?.route.id,
+      method: canon?.method,
+      host: canon?.host,
+      path_template: st.match?.route.pathTemplate,
+      sub: id?.sub,
+      task_id: id?.taskId,
+      status: st.error ? st.error.status : st.upstreamStatus,
+      ms: Math.round(seconds * 1e6) / 1e3,
+    },
+    'request',
+  );
+}

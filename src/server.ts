@@ -1,0 +1,254 @@
+/**
+ * One process, two listeners: the proxy port (forward proxy, reverse routes, CONNECT) and the admin
+ * port (/metrics, /healthz, /readyz, POST /reload). Owns startup order and graceful shutdown.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { openAuditSink } from './audit/sink.js';
+import { createTokenVerifier } from './auth/verifier.js';
+import type { LoadedConfig } from './config/load.js';
+import { durationMs } from './config/schema.js';
+import { createRequestHandler } from './pipeline/handler.js';
+import { buildGeneration } from './runtime/generation.js';
+import { PolicyReloader } from './runtime/reloader.js';
+import type { Generation, Runtime } from './runtime/types.js';
+import { createLogger, type Logger } from './telemetry/logger.js';
+import { Metrics } from './telemetry/metrics.js';
+import { Forwarder } from './upstream/forwarder.js';
+
+export interface StartOptions {
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** Collect process-level metrics (off in tests that start many sidecars in one process). */
+  processMetrics?: boolean;
+  /** Extra CONNECT/upgrade wiring, installed on the proxy server once it exists. */
+  onProxyServer?: (server: Server, rt: Runtime) => void | Promise<void>;
+}
+
+export interface SidecarHandle {
+  runtime: Runtime;
+  proxyPort: number;
+  adminPort: number;
+  proxyUrl: string;
+  adminUrl: string;
+  reload(reason?: string): Promise<boolean>;
+  /** Stops accepting, drains in-flight requests within shutdown.grace, flushes the audit log. */
+  close(): Promise<void>;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+function listen(server: Server, address: string, what: string): Promise<number> {
+  const { host, port } = splitListen(address);
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const hint = err.code === 'EADDRINUSE' ? `${what} address ${address} is already in use; choose another port` : `${what} cannot listen on ${address}: ${err.message}`;
+      reject(Object.assign(new Error(hint), { code: err.code }));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function urlOf(address: string, port: number): string {
+  const { host } = splitListen(address);
+  const h = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  return `http://${h}:${port}`;
+}
+
+export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}): Promise<SidecarHandle> {
+  const { config } = loaded;
+  const env = opts.env ?? process.env;
+  const logger = opts.logger ?? createLogger(config.log.level);
+  const metrics = new Metrics({ processMetrics: opts.processMetrics });
+  let generation: Generation | undefined;
+
+  const audit = await openAuditSink({
+    path: config.audit.path,
+    onFailure: config.audit.onFailure,
+    flushIntervalMs: durationMs(config.audit.flushInterval),
+    maxQueue: config.audit.maxQueue,
+    onWriteError: (err) => {
+      metrics.auditWriteErrors.inc();
+      logger.error({ err: err.message }, 'audit write failed');
+    },
+  });
+  const verifier = await createTokenVerifier(config.broker, { observer: metrics.verifierObserver() });
+  const forwarder = new Forwarder({
+    connectTo: config.upstream.connectTo,
+    caFile: config.upstream.caFile,
+    connectTimeoutMs: durationMs(config.upstream.connectTimeout),
+    headersTimeoutMs: durationMs(config.upstream.headersTimeout),
+    bodyTimeoutMs: durationMs(config.upstream.bodyTimeout),
+    connectionsPerOrigin: config.upstream.connectionsPerOrigin,
+  });
+  const rt: Runtime = { config, generation: () => generation, verifier, forwarder, audit, metrics, logger, draining: false };
+
+  const applied = (g: Generation) => {
+    generation = g;
+    metrics.policyGeneration.set(g.id);
+    metrics.policyRoutes.set(g.policy.routes.length);
+    audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest });
+  };
+  try {
+    applied(await buildGeneration(1, config.policies, loaded.baseDir, env));
+    metrics.policyReloads.inc({ result: 'success' });
+  } catch (err) {
+    await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
+    throw err;
+  }
+  const reloader = new PolicyReloader({
+    policyPaths: config.policies,
+    baseDir: loaded.baseDir,
+    env,
+    logger,
+    current: () => generation,
+    swap: applied,
+    onResult: (ok) => metrics.policyReloads.inc({ result: ok ? 'success' : 'failure' }),
+  });
+  await reloader.start();
+
+  const handler = createRequestHandler(rt);
+  const sockets = new Set<Socket>();
+  let inflight = 0;
+  let drained: (() => void) | undefined;
+  const proxy = createServer(
+    {
+      maxHeaderSize: config.proxy.maxHeaderBytes,
+      headersTimeout: durationMs(config.proxy.headersTimeout),
+      keepAliveTimeout: durationMs(config.proxy.keepAliveTimeout),
+      requestTimeout: 0,
+    },
+    (req: IncomingMessage, res: ServerResponse) => {
+      inflight++;
+      if (rt.draining) res.setHeader('connection', 'close');
+      res.once('close', () => {
+        inflight--;
+        if (inflight === 0 && drained) drained();
+      });
+      handler(req, res);
+    },
+  );
+  proxy.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  });
+  if (opts.onProxyServer) await opts.onProxyServer(proxy, rt);
+  else {
+    // Until CONNECT/upgrade handling is installed, refuse rather than leave sockets hanging.
+    proxy.on('connect', (_req, socket: Socket) => socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n'));
+  }
+
+  const admin = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/metrics') {
+      metrics.auditQueueDepth.set(audit.queueDepth());
+      metrics.tokenCacheEntries.set(verifier.cacheSize());
+      metrics.registry
+        .metrics()
+        .then((body) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(body);
+        })
+        .catch(() => {
+          res.writeHead(500);
+          res.end();
+        });
+      return;
+    }
+    if (req.method === 'GET' && path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"status":"ok"}');
+      return;
+    }
+    if (req.method === 'GET' && path === '/readyz') {
+      const checks = {
+        generation: generation !== undefined,
+        key: verifier.ready(),
+        audit: audit.healthy() || config.audit.onFailure === 'open',
+        draining: rt.draining,
+      };
+      const ready = checks.generation && checks.key && checks.audit && !checks.draining;
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ready, ...checks, generationId: generation?.id }));
+      return;
+    }
+    if (req.method === 'POST' && path === '/reload') {
+      reloader
+        .reload('admin endpoint')
+        .then((ok) => {
+          res.writeHead(ok ? 200 : 422, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ reloaded: ok, generation: generation?.id }));
+        })
+        .catch(() => {
+          res.writeHead(500);
+          res.end();
+        });
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found\n');
+  });
+
+  let proxyPort: number;
+  let adminPort: number;
+  try {
+    proxyPort = await listen(proxy, config.proxy.listen, 'proxy');
+    adminPort = await listen(admin, config.admin.listen, 'admin');
+  } catch (err) {
+    reloader.stop();
+    proxy.close();
+    admin.close();
+    await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
+    throw err;
+  }
+  logger.info({ proxy: urlOf(config.proxy.listen, proxyPort), admin: urlOf(config.admin.listen, adminPort), verify: config.broker.verify, generation: generation?.id }, 'sidecar listening');
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      rt.draining = true;
+      reloader.stop();
+      proxy.close();
+      proxy.closeIdleConnections();
+      if (inflight > 0) {
+        await new Promise<void>((resolve) => {
+          drained = resolve;
+          setTimeout(resolve, durationMs(config.shutdown.grace)).unref();
+        });
+      }
+      proxy.closeAllConnections();
+      for (const s of sockets) s.destroy();
+      await forwarder.close();
+      await audit.close();
+      await verifier.close();
+      await generation?.connectors.dispose();
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      admin.closeAllConnections();
+      logger.info({ inflight }, 'sidecar stopped');
+      logger.flush?.();
+    })();
+    return closing;
+  };
+
+  return {
+    runtime: rt,
+    proxyPort,
+    adminPort,
+    proxyUrl: urlOf(config.proxy.listen, proxyPort),
+    adminUrl: urlOf(config.admin.listen, adminPort),
+    reload: (reason = 'api') => reloader.reload(reason),
+    close,
+  };
+}

@@ -1,0 +1,210 @@
+/**
+ * Upstream side of the proxy: one undici Pool per upstream origin (keep-alive), streaming both ways
+ * with backpressure. `connectTo` dials another address without changing the name used for TLS
+ * (SNI and certificate check), like curl --connect-to.
+ */
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { rootCertificates } from 'node:tls';
+import { buildConnector, Pool } from 'undici';
+import type { OutboundRequest } from '../connectors/types.js';
+import { SidecarError } from '../errors.js';
+
+export interface ForwarderOptions {
+  connectTo: Record<string, string>;
+  caFile?: string;
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+  connectionsPerOrigin: number;
+  maxPools?: number;
+}
+
+export interface ForwardResult {
+  status: number;
+  /** Time to the upstream's response head, seconds. */
+  upstreamSeconds: number;
+}
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus proxy-only ones. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'host',
+]);
+
+/** Removes hop-by-hop fields and every field the Connection header names. */
+export function stripHopByHop(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  let named: Set<string> | undefined;
+  const conn = headers.connection;
+  if (conn) {
+    named = new Set(
+      (Array.isArray(conn) ? conn.join(',') : conn)
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean),
+    );
+  }
+  for (const k in headers) {
+    const v = headers[k];
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+function undiciErrorToSidecar(err: unknown): SidecarError {
+  const e = err as { code?: string; name?: string };
+  const code = e?.code ?? '';
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new SidecarError('upstream_timeout', 'the upstream did not answer in time', { cause: err });
+  }
+  if (code.startsWith('ERR_TLS') || code.includes('CERT') || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'EPROTO') {
+    return new SidecarError('upstream_tls_error', 'the upstream TLS connection could not be verified', { cause: err });
+  }
+  if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+    return new SidecarError('bad_request', 'request body length does not match Content-Length', { cause: err });
+  }
+  return new SidecarError('upstream_unreachable', 'the upstream could not be reached', { cause: err });
+}
+
+export class Forwarder {
+  private readonly pools = new Map<string, Pool>();
+  private readonly extraCa: string[];
+  private readonly caCache = new Map<string, string>();
+  private closed = false;
+
+  constructor(private readonly opts: ForwarderOptions) {
+    this.extraCa = opts.caFile ? [readFileSync(opts.caFile, 'utf8')] : [];
+  }
+
+  private routeCa(caFile: string): string {
+    let pem = this.caCache.get(caFile);
+    if (pem === undefined) {
+      pem = readFileSync(caFile, 'utf8');
+      this.caCache.set(caFile, pem);
+    }
+    return pem;
+  }
+
+  private pool(origin: OutboundRequest['origin'], caFile?: string): Pool {
+    const key = `${origin.scheme}://${origin.host}:${origin.port}|${caFile ?? ''}`;
+    let pool = this.pools.get(key);
+    if (pool) return pool;
+    if (this.closed) throw new SidecarError('shutting_down', 'the sidecar is shutting down');
+    const hostPort = `${origin.host}:${origin.port}`;
+    const target = this.opts.connectTo[hostPort];
+    const https = origin.scheme === 'https';
+    const base = buildConnector({
+      timeout: this.opts.connectTimeoutMs,
+      ...(https
+        ? {
+            ca: [...rootCertificates, ...this.extraCa, ...(caFile ? [this.routeCa(caFile)] : [])],
+            rejectUnauthorized: true,
+            minVersion: 'TLSv1.2' as const,
+          }
+        : {}),
+    });
+    const servername = isIP(origin.host) ? undefined : origin.host;
+    const connect: buildConnector.connector = (o, cb) => {
+      if (target) {
+        const i = target.lastIndexOf(':');
+        base({ ...o, hostname: target.slice(0, i).replace(/^\[|\]$/g, ''), port: target.slice(i + 1), servername }, cb);
+      } else {
+        base({ ...o, servername }, cb);
+      }
+    };
+    const originUrl = `${origin.scheme}://${origin.host.includes(':') ? `[${origin.host}]` : origin.host}:${origin.port}`;
+    pool = new Pool(originUrl, {
+      connections: this.opts.connectionsPerOrigin,
+      connect,
+      headersTimeout: this.opts.headersTimeoutMs,
+      bodyTimeout: this.opts.bodyTimeoutMs,
+      keepAliveTimeout: 4_000,
+    });
+    if (this.pools.size >= (this.opts.maxPools ?? 256)) {
+      const oldest = this.pools.keys().next().value as string;
+      const old = this.pools.get(oldest);
+      this.pools.delete(oldest);
+      old?.close().catch(() => {});
+    }
+    this.pools.set(key, pool);
+    return pool;
+  }
+
+  /**
+   * Sends `out` upstream with the agent's request body and streams the answer into `res`.
+   * Rejects with a SidecarError before the response head is written; after that, failures
+   * destroy the response (the client sees a truncated body, as with any proxy).
+   */
+  async forward(
+    out: OutboundRequest,
+    req: IncomingMessage,
+    res: ServerResponse,
+    opts: { caFile?: string; requestId: string; maxBodyBytes: number; hasBody: boolean },
+  ): Promise<ForwardResult> {
+    const pool = this.pool(out.origin, opts.caFile);
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', onClose);
+    let body: IncomingMessage | undefined;
+    if (opts.hasBody) {
+      body = req;
+      let seen = 0;
+      const max = opts.maxBodyBytes;
+      req.on('data', (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen > max) req.destroy(new SidecarError('payload_too_large', `request body exceeds ${max} bytes`));
+      });
+    }
+    const started = process.hrtime.bigint();
+    let upstreamSeconds = 0;
+    let status = 0;
+    try {
+      await pool.stream(
+        { path: out.path, method: out.method as 'GET', headers: out.headers, body, signal: abort.signal, opaque: null },
+        ({ statusCode, headers }) => {
+          upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+          status = statusCode;
+          const h = stripHopByHop(headers as Record<string, string | string[] | undefined>);
+          h['x-request-id'] = opts.requestId;
+          res.writeHead(statusCode, h);
+          return res;
+        },
+      );
+    } catch (err) {
+      if (abort.signal.aborted) {
+        return { status: status || 499, upstreamSeconds };
+      }
+      const cause = (err as { cause?: unknown })?.cause;
+      if (err instanceof SidecarError) throw err;
+      if (cause instanceof SidecarError) throw cause;
+      if (res.headersSent) {
+        res.destroy();
+        return { status, upstreamSeconds };
+      }
+      throw undiciErrorToSidecar(err);
+    } finally {
+      res.off('close', onClose);
+    }
+    return { status, upstreamSeconds };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.pools.values()].map((p) => p.close().catch(() => {})));
+    this.pools.clear();
+  }
+}

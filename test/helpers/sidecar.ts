@@ -1,0 +1,69 @@
+/** Starts a real sidecar in-process on loopback ports with a config and policies written to a temp dir. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { stringify } from 'yaml';
+import { loadSidecarConfig } from '../../src/config/load.js';
+import { type SidecarHandle, startSidecar } from '../../src/server.js';
+import { REDACT_PATHS } from '../../src/telemetry/logger.js';
+
+export interface TestSidecar extends SidecarHandle {
+  dir: string;
+  logs: string[];
+  auditPath: string;
+}
+
+export const BILLING_POLICY = {
+  version: 'v1',
+  connectors: [{ name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' }],
+  routes: [
+    {
+      id: 'billing-read',
+      host: 'api.example.com',
+      methods: ['GET'],
+      path: '/customers/{customer}/billing',
+      scopes: ['read:billing:customer-{customer}'],
+      connector: 'billing-api',
+    },
+  ],
+};
+
+export async function startTestSidecar(opts: {
+  upstreamPort: number;
+  config?: Record<string, unknown>;
+  broker?: Record<string, unknown>;
+  policies?: Record<string, unknown>[];
+  env?: NodeJS.ProcessEnv;
+  dir?: string;
+}): Promise<TestSidecar> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'aws-sidecar-'));
+  const policies = opts.policies ?? [BILLING_POLICY];
+  policies.forEach((p, i) => writeFileSync(join(dir, `policy-${i}.yaml`), stringify(p)));
+  const auditPath = join(dir, 'audit.jsonl');
+  const config = {
+    proxy: { listen: '127.0.0.1:0' },
+    admin: { listen: '127.0.0.1:0' },
+    broker: opts.broker ?? {},
+    policies: [dir],
+    audit: { path: auditPath, flushInterval: '5ms' },
+    upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${opts.upstreamPort}` } },
+    shutdown: { grace: '2s' },
+    ...opts.config,
+  };
+  const file = join(dir, 'sidecar.yaml');
+  writeFileSync(file, stringify(config));
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(chunk.toString());
+      cb();
+    },
+  });
+  const logger = pino({ level: 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink);
+  const env = { ...process.env, BILLING_API_KEY: 'sk-live-billing-SECRET-123', ...opts.env };
+  const loaded = await loadSidecarConfig(file, env);
+  const handle = await startSidecar(loaded, { env, logger, processMetrics: false });
+  return Object.assign(handle, { dir, logs, auditPath });
+}
