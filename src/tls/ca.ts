@@ -8,7 +8,8 @@ import { constants } from 'node:fs';
 import { access, mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildTrustBundle, writeFileAtomic } from './bundle.js';
-import { type Algorithm, type CryptoKey, type CryptoKeyPair, EC_P256, ECDSA_SHA256, subtle, x509 } from './x509.js';
+import { signerSpecFor } from './signer.js';
+import { type CryptoKeyPair, EC_P256, ECDSA_SHA256, subtle, x509 } from './x509.js';
 
 export interface CaMaterial {
   certPem: string;
@@ -67,7 +68,7 @@ function describe(cert: X509Certificate, keyPem: string): CaMaterial {
   };
 }
 
-/** 16 random bytes, positive and without a leading zero byte, as RFC 5280 §4.1.2.2 asks. */
+/** 16 random bytes (unpredictable, positive, at most 20 octets: RFC 5280 §4.1.2.2). */
 export function randomSerial(): string {
   const b = randomBytes(16);
   b[0] = (b[0] & 0x7f) | 0x40;
@@ -171,42 +172,13 @@ export async function loadCaDir(dir: string, now: Date = new Date()): Promise<Ca
   if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) {
     throw new Error(`${certPath}: key usage does not allow signing certificates (keyCertSign)`);
   }
-  signingAlgorithmFor(key, keyPath);
+  // A key we could not sign leaves with is refused now, naming its file.
+  signerSpecFor(key, keyPath);
   const notAfter = new Date(cert.validTo);
   if (notAfter.getTime() <= now.getTime()) throw new Error(`${certPath} expired on ${notAfter.toISOString()}`);
   const notBefore = new Date(cert.validFrom);
   if (notBefore.getTime() > now.getTime()) throw new Error(`${certPath} is not valid before ${notBefore.toISOString()}`);
   return describe(cert, key.export({ format: 'pem', type: 'pkcs8' }).toString());
-}
-
-export interface CaSigner {
-  key: CryptoKey;
-  algorithm: Algorithm;
-}
-
-/** Which WebCrypto algorithm signs with this CA key; a loaded CA may be RSA or another EC curve. */
-function signingAlgorithmFor(key: KeyObject, label: string): { importAlg: Algorithm; signAlg: Algorithm } {
-  const type = key.asymmetricKeyType;
-  if (type === 'ec') {
-    const curve = key.asymmetricKeyDetails?.namedCurve;
-    if (curve === 'prime256v1') return { importAlg: EC_P256, signAlg: ECDSA_SHA256 };
-    if (curve === 'secp384r1') {
-      return { importAlg: { name: 'ECDSA', namedCurve: 'P-384' } as Algorithm, signAlg: { name: 'ECDSA', hash: 'SHA-384' } as Algorithm };
-    }
-  } else if (type === 'rsa') {
-    const alg = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } as Algorithm;
-    return { importAlg: alg, signAlg: alg };
-  }
-  throw new Error(`${label}: unsupported CA key type (use ECDSA P-256, P-384 or RSA)`);
-}
-
-/** The CA key as a non-extractable WebCrypto signing key, for minting leaves. */
-export async function importCaSigner(ca: CaMaterial): Promise<CaSigner> {
-  const key = createPrivateKey(ca.keyPem);
-  const { importAlg, signAlg } = signingAlgorithmFor(key, 'CA key');
-  const der = key.export({ format: 'der', type: 'pkcs8' });
-  const cryptoKey = await subtle.importKey('pkcs8', der, importAlg, false, ['sign']);
-  return { key: cryptoKey, algorithm: signAlg };
 }
 
 /**
