@@ -17,7 +17,7 @@
  * The first record's prev_hash is 64 zeros; every later record's prev_hash is the hash of the line
  * before it, and seq counts 1, 2, 3, ... without gaps.
  */
-import { createHash } from 'node:crypto';
+import { hash as digest } from 'node:crypto';
 import type { AuditEvent } from './types.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -47,7 +47,7 @@ export function canonicalJson(value: unknown): string {
 }
 
 export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
+  return digest('sha256', text, 'hex');
 }
 
 /** Turns the canonical text of a record (without hash) into its file line (without newline). */
@@ -55,10 +55,7 @@ export function lineWithHash(canonical: string, hash: string): string {
   return canonical === '{}' ? `{"hash":"${hash}"}` : `${canonical.slice(0, -1)},"hash":"${hash}"}`;
 }
 
-/**
- * Every key a record may carry, already in canonical order. Building the record in this order lets
- * JSON.stringify produce the canonical text directly, which is several times cheaper than sorting.
- */
+/** Every event key, by value type. A new AuditEvent field fails to compile until it is added here. */
 const EVENT_STRING_KEYS = [
   'chain_root',
   'connector',
@@ -77,7 +74,7 @@ const EVENT_STRING_KEYS = [
   'task_id',
   'time',
   'type',
-] as const;
+] as const satisfies readonly (keyof AuditEvent)[];
 const EVENT_NUMBER_KEYS = [
   'bytes_in',
   'bytes_out',
@@ -85,7 +82,10 @@ const EVENT_NUMBER_KEYS = [
   'duration_ms',
   'generation',
   'upstream_status',
-] as const;
+] as const satisfies readonly (keyof AuditEvent)[];
+type Unlisted = Exclude<keyof AuditEvent, (typeof EVENT_STRING_KEYS)[number] | (typeof EVENT_NUMBER_KEYS)[number] | 'scopes'>;
+const everyKeyListed: [Unlisted] extends [never] ? true : never = true;
+void everyKeyListed;
 type Kind = 'string' | 'number' | 'strings' | 'seq' | 'prev';
 const RECORD_KEYS: [string, Kind][] = [
   ...EVENT_STRING_KEYS.map((k): [string, Kind] => [k, 'string']),
@@ -94,27 +94,36 @@ const RECORD_KEYS: [string, Kind][] = [
   ['seq', 'seq'],
   ['prev_hash', 'prev'],
 ];
+// Canonical order: UTF-16 code units, as Array.prototype.sort compares strings.
 RECORD_KEYS.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 
+/** An event reduced to known, well-typed fields, with seq and prev_hash slots, in canonical key order. */
+export type PreparedRecord = Record<string, unknown> & { readonly __prepared: true };
+
 /**
- * Copies only the known AuditEvent fields with values of the right type, so nothing else that an
- * object happens to carry (a token, a secret) can reach the file, and the result is always
- * serializable. Arrays are copied because the caller may reuse its objects.
+ * Copies only the known AuditEvent fields with values of the right type, so nothing else an object
+ * happens to carry (a token, a secret) can reach the file and the result always serializes. The
+ * copy is built in canonical key order, seq and prev_hash included as slots filled at write time:
+ * JSON.stringify then writes canonical text directly (no sorting), which keeps the writer cheap.
+ * A missing time is filled with the current time. The caller may reuse its event objects.
  */
-export function sanitizeEvent(event: AuditEvent): AuditEvent {
+export function prepareRecord(event: AuditEvent): PreparedRecord {
   const src = event as unknown as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const k of EVENT_STRING_KEYS) {
-    const v = src[k];
-    if (typeof v === 'string') out[k] = v;
+  for (const [key, kind] of RECORD_KEYS) {
+    const v = src[key];
+    if (kind === 'seq') out[key] = 0;
+    else if (kind === 'prev') out[key] = GENESIS_HASH;
+    else if (key === 'time') out[key] = typeof v === 'string' && v !== '' ? v : new Date().toISOString();
+    else if (kind === 'string') {
+      if (typeof v === 'string') out[key] = v;
+    } else if (kind === 'number') {
+      if (typeof v === 'number' && Number.isFinite(v)) out[key] = v;
+    } else if (Array.isArray(v)) {
+      out[key] = v.filter((x) => typeof x === 'string');
+    }
   }
-  for (const k of EVENT_NUMBER_KEYS) {
-    const v = src[k];
-    if (typeof v === 'number' && Number.isFinite(v)) out[k] = v;
-  }
-  const scopes = src.scopes;
-  if (Array.isArray(scopes)) out.scopes = scopes.filter((s) => typeof s === 'string');
-  return out as unknown as AuditEvent;
+  return out as PreparedRecord;
 }
 
 export interface ChainedLine {
@@ -123,16 +132,12 @@ export interface ChainedLine {
   hash: string;
 }
 
-/** Serializes a sanitized event as record `seq` chained to `prevHash`. */
-export function chainEvent(event: AuditEvent, seq: number, prevHash: string): ChainedLine {
-  const src = event as unknown as Record<string, unknown>;
-  const rec: Record<string, unknown> = {};
-  for (const [key, kind] of RECORD_KEYS) {
-    if (kind === 'seq') rec[key] = seq;
-    else if (kind === 'prev') rec[key] = prevHash;
-    else if (src[key] !== undefined) rec[key] = src[key];
-  }
-  const canonical = JSON.stringify(rec);
+/** Serializes a prepared record as record `seq` chained to `prevHash` (assigning its slots). */
+export function chainPrepared(rec: PreparedRecord, seq: number, prevHash: string): ChainedLine {
+  const r = rec as Record<string, unknown>;
+  r.seq = seq;
+  r.prev_hash = prevHash;
+  const canonical = JSON.stringify(r);
   const hash = sha256Hex(canonical);
   return { line: `${lineWithHash(canonical, hash)}\n`, hash };
 }

@@ -1,0 +1,342 @@
+/**
+ * The hash-chained JSON Lines audit sink (serialization in chain.ts).
+ *
+ * append() only sanitizes the event and queues it. One writer takes the queue in order, chains each
+ * record (seq, prev_hash, hash) as it serializes the batch, and writes the batch with one write
+ * call, so chain order is file order. A record gets its seq only when it is serialized: records
+ * dropped in `open` mode never leave a gap in the chain.
+ *
+ * A failed write keeps its batch (and how many bytes did reach the file) and is retried with
+ * backoff; records queued meanwhile stay queued, in order, up to maxQueue. While failing:
+ * - onFailure 'closed': append() returns false (the request is refused), nothing is queued;
+ * - onFailure 'open': append() returns true and queues while there is room, else drops;
+ * failures() counts every record that was refused or dropped.
+ *
+ * Restart: the file is opened for append and its last line continues the chain. A torn last line
+ * (a write cut short by a crash: bytes after the last newline) is truncated away and a `recovery`
+ * record noting its length and SHA-256 is appended first; any other invalid last line makes
+ * openAuditSink throw. Path "-" writes to stdout and always starts a new chain at seq 1.
+ * One process per audit file: two writers would interleave two chains.
+ */
+import { createHash } from 'node:crypto';
+import { type FileHandle, open } from 'node:fs/promises';
+import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord } from './chain.js';
+import { type ChainHead, readTail } from './tail.js';
+import type { AuditEvent, AuditSink } from './types.js';
+
+export interface AuditSinkOptions {
+  /** JSON Lines file; "-" is stdout. */
+  path: string;
+  onFailure: 'closed' | 'open';
+  flushIntervalMs: number;
+  maxQueue: number;
+  /** Called for every failed write attempt (metrics, logs). */
+  onWriteError?: (err: Error) => void;
+}
+
+export interface OpenedAuditSink extends AuditSink {
+  /** Records refused (closed mode) or dropped (open mode, queue full, or still unwritten at close). */
+  failures(): number;
+  /** Last record handed to the file: an operator can compare this hash with a copy of the file. */
+  head(): ChainHead;
+  /** Set when opening removed a torn last line. */
+  readonly recovered?: { truncatedBytes: number };
+}
+
+/** Records per write; larger queues are written in several batches. */
+const BATCH_MAX = 1024;
+/** Queue length that starts a write without waiting for the flush interval. */
+const BATCH_EAGER = 256;
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 2000;
+const CLOSE_ATTEMPTS = 3;
+
+interface Output {
+  /** Writes from buf[offset]; returns how many bytes were written (may be fewer). */
+  write(buf: Buffer, offset: number): Promise<number>;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Pending {
+  buf: Buffer;
+  offset: number;
+  count: number;
+  /** Chain head once this batch is on disk. */
+  head: ChainHead;
+}
+
+interface Waiter {
+  target: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+function fileOutput(fh: FileHandle): Output {
+  return {
+    write: async (buf, offset) => (await fh.write(buf, offset, buf.length - offset)).bytesWritten,
+    sync: () => fh.datasync(),
+    close: () => fh.close(),
+  };
+}
+
+function stdoutOutput(): Output {
+  // Errors also reach the write callback; the listener only keeps them from being unhandled.
+  const ignore = () => {};
+  process.stdout.on('error', ignore);
+  return {
+    write: (buf, offset) =>
+      new Promise((resolve, reject) => {
+        process.stdout.write(buf.subarray(offset), (err) => (err ? reject(err) : resolve(buf.length - offset)));
+      }),
+    sync: async () => {},
+    close: async () => {
+      process.stdout.off('error', ignore);
+    },
+  };
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+class ChainedSink implements OpenedAuditSink {
+  readonly recovered?: { truncatedBytes: number };
+  private queue: PreparedRecord[] = [];
+  private pending: Pending | null = null;
+  private chain: ChainHead;
+  private written: ChainHead;
+  private enqueued = 0;
+  private done = 0;
+  private failed = 0;
+  private failing = false;
+  private retryMs = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private pumping: Promise<void> | null = null;
+  private waiters: Waiter[] = [];
+  private closed = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    private readonly out: Output,
+    private readonly opts: AuditSinkOptions,
+    head: ChainHead,
+    recovered?: { truncatedBytes: number },
+  ) {
+    this.chain = { ...head };
+    this.written = { ...head };
+    if (recovered) this.recovered = recovered;
+  }
+
+  append(event: AuditEvent): boolean {
+    if (this.closed) {
+      this.failed++;
+      return false;
+    }
+    const full = this.depth() >= this.opts.maxQueue;
+    if (this.opts.onFailure === 'closed' && (this.failing || full)) {
+      this.failed++;
+      return false;
+    }
+    if (full) {
+      this.failed++;
+      return true;
+    }
+    this.queue.push(prepareRecord(event));
+    this.enqueued++;
+    if (!this.failing && !this.pumping) {
+      // Crossing the threshold once is enough: the writer keeps going while the backlog lasts.
+      if (this.queue.length === BATCH_EAGER) this.schedule(0);
+      else if (!this.timer) this.schedule(this.opts.flushIntervalMs);
+    }
+    return true;
+  }
+
+  healthy(): boolean {
+    return !this.closed && !this.failing && this.depth() < this.opts.maxQueue;
+  }
+
+  queueDepth(): number {
+    return this.depth();
+  }
+
+  failures(): number {
+    return this.failed;
+  }
+
+  head(): ChainHead {
+    return { ...this.written };
+  }
+
+  flush(): Promise<void> {
+    const target = this.enqueued;
+    if (this.done >= target) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ target, resolve, reject });
+      this.schedule(0);
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private depth(): number {
+    return this.queue.length + (this.pending ? this.pending.count : 0);
+  }
+
+  /** Starts the writer after `ms` (replacing a pending timer); a running writer is left alone. */
+  private schedule(ms: number): void {
+    if (this.pumping) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.pumping = this.pump().finally(() => {
+        this.pumping = null;
+        this.afterPump();
+      });
+    }, ms);
+    // Idle batching must not keep the process alive; a pending flush() or close() must.
+    if (this.waiters.length === 0 && !this.closed) this.timer.unref();
+  }
+
+  private afterPump(): void {
+    if (this.failing) {
+      if (!this.closed) this.schedule(this.retryMs);
+    } else if (this.waiters.length > 0) {
+      this.schedule(0);
+    } else if (this.queue.length > 0 && !this.closed) {
+      this.schedule(this.queue.length >= BATCH_EAGER ? 0 : this.opts.flushIntervalMs);
+    }
+  }
+
+  private takeBatch(): Pending {
+    const batch = this.queue.length <= BATCH_MAX ? this.queue : this.queue.slice(0, BATCH_MAX);
+    this.queue = batch === this.queue ? [] : this.queue.slice(BATCH_MAX);
+    const lines: string[] = new Array(batch.length);
+    let { seq, hash } = this.chain;
+    for (let i = 0; i < batch.length; i++) {
+      const c = chainPrepared(batch[i], ++seq, hash);
+      hash = c.hash;
+      lines[i] = c.line;
+    }
+    this.chain = { seq, hash };
+    return { buf: Buffer.from(lines.join(''), 'utf8'), offset: 0, count: batch.length, head: this.chain };
+  }
+
+  private async pump(): Promise<void> {
+    for (;;) {
+      if (!this.pending) {
+        if (this.queue.length === 0) return;
+        this.pending = this.takeBatch();
+      }
+      const p = this.pending;
+      try {
+        while (p.offset < p.buf.length) p.offset += await this.out.write(p.buf, p.offset);
+      } catch (e) {
+        this.writeFailed(asError(e));
+        return;
+      }
+      this.pending = null;
+      this.done += p.count;
+      this.written = p.head;
+      this.failing = false;
+      this.retryMs = 0;
+      this.settleWaiters();
+      // Keep going while there is a backlog or someone waits; otherwise let records gather.
+      if (this.queue.length < BATCH_EAGER && this.waiters.length === 0 && !this.closed) return;
+    }
+  }
+
+  private settleWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (this.done >= w.target) w.resolve();
+      else still.push(w);
+    }
+    this.waiters = still;
+  }
+
+  private writeFailed(err: Error): void {
+    this.failing = true;
+    this.retryMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryMs * 2, this.opts.flushIntervalMs));
+    try {
+      this.opts.onWriteError?.(err);
+    } catch {
+      // A broken metrics hook must not stop the writer.
+    }
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.reject(err);
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    let lastErr: Error | undefined;
+    for (let attempt = 1; attempt <= CLOSE_ATTEMPTS; attempt++) {
+      try {
+        await this.pumping;
+        await this.flush();
+        lastErr = undefined;
+        break;
+      } catch (e) {
+        lastErr = asError(e);
+        if (attempt < CLOSE_ATTEMPTS) await delay(RETRY_MIN_MS * attempt);
+      }
+    }
+    await this.pumping;
+    if (this.timer) clearTimeout(this.timer);
+    try {
+      await this.out.sync();
+    } catch (e) {
+      lastErr ??= asError(e);
+    }
+    await this.out.close();
+    if (lastErr) {
+      const lost = this.depth();
+      this.failed += lost;
+      throw new Error(`audit: ${lost} records could not be written: ${lastErr.message}`, { cause: lastErr });
+    }
+  }
+}
+
+export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAuditSink> {
+  if (opts.path === '-') return new ChainedSink(stdoutOutput(), opts, { seq: 0, hash: GENESIS_HASH });
+  const fh = await open(opts.path, 'a+', 0o640);
+  try {
+    const tail = await readTail(fh, opts.path);
+    const out = fileOutput(fh);
+    let head = tail.head;
+    let recovered: { truncatedBytes: number } | undefined;
+    if (tail.torn) {
+      await fh.truncate(tail.torn.offset);
+      const note = chainRecord(
+        {
+          type: 'recovery',
+          time: new Date().toISOString(),
+          detail: 'removed a torn last line left by an interrupted write',
+          truncated_bytes: tail.torn.bytes.length,
+          truncated_sha256: createHash('sha256').update(tail.torn.bytes).digest('hex'),
+        },
+        head.seq + 1,
+        head.hash,
+      );
+      const buf = Buffer.from(note.line, 'utf8');
+      let off = 0;
+      while (off < buf.length) off += await out.write(buf, off);
+      await out.sync();
+      head = { seq: head.seq + 1, hash: note.hash };
+      recovered = { truncatedBytes: tail.torn.bytes.length };
+    }
+    return new ChainedSink(out, opts, head, recovered);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The one place connectors are built. Lifecycle: create (no I/O) -> provision -> use -> dispose.
+ * A registry belongs to one configuration generation: it is provisioned completely before the
+ * generation goes live, and disposed when the generation is replaced.
+ */
+import type { ConnectorInput } from '../config/schema.js';
+import { explainFailure } from './secrets.js';
+import { type ConnectorContext, createStaticConnector } from './static.js';
+import type { Connector } from './types.js';
+
+export type { ConnectorContext } from './static.js';
+
+/** Builds a connector from its policy definition; performs no I/O. Throws on a bad definition. */
+export function createConnector(def: ConnectorInput, ctx: ConnectorContext): Connector {
+  switch (def.type) {
+    case 'static':
+      return createStaticConnector(def, ctx);
+    default:
+      throw new Error(`connector ${(def as { name: string }).name}: unknown type ${(def as { type: string }).type}`);
+  }
+}
+
+export interface ConnectorProblem {
+  connector: string;
+  message: string;
+}
+
+/** Every connector that could not be created or provisioned, each with why (never a secret value). */
+export class ConnectorProvisionError extends Error {
+  readonly problems: ConnectorProblem[];
+  constructor(problems: ConnectorProblem[]) {
+    super(problems.map((p) => `connector ${p.connector}: ${p.message}`).join('\n'));
+    this.name = 'ConnectorProvisionError';
+    this.problems = problems;
+  }
+}
+
+export class ConnectorRegistry {
+  private constructor(private readonly connectors: Map<string, Connector>) {}
+
+  /** Creates and provisions every connector; on any failure disposes the rest and throws them all. */
+  static async create(defs: ConnectorInput[], ctx: ConnectorContext): Promise<ConnectorRegistry> {
+    const problems: ConnectorProblem[] = [];
+    const made = new Map<string, Connector>();
+    for (const def of defs) {
+      if (made.has(def.name)) {
+        problems.push({ connector: def.name, message: 'defined more than once' });
+        continue;
+      }
+      try {
+        made.set(def.name, createConnector(def, ctx));
+      } catch (e) {
+        // createConnector's own messages already start with "connector NAME: ".
+        problems.push({ connector: def.name, message: explainFailure(e).replace(`connector ${def.name}: `, '') });
+      }
+    }
+    const results = await Promise.allSettled([...made.values()].map((c) => c.provision()));
+    [...made.values()].forEach((c, i) => {
+      const r = results[i];
+      if (r.status === 'rejected') problems.push({ connector: c.name, message: explainFailure(r.reason) });
+    });
+    const registry = new ConnectorRegistry(made);
+    if (problems.length > 0) {
+      await registry.dispose();
+      throw new ConnectorProvisionError(problems);
+    }
+    return registry;
+  }
+
+  get(name: string): Connector | undefined {
+    return this.connectors.get(name);
+  }
+
+  names(): string[] {
+    return [...this.connectors.keys()];
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.allSettled([...this.connectors.values()].map((c) => c.dispose()));
+  }
+}

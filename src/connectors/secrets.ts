@@ -1,0 +1,120 @@
+/**
+ * Where secrets come from: an environment variable or a file. A policy file only names the source.
+ *
+ * File secrets follow rotation the way Kubernetes updates a mounted Secret (a new directory, then
+ * an atomic swap of the `..data` symlink): the value is cached with the identity of the file the
+ * path resolves to (device, inode, size, mtime, ctime) and that identity is re-checked at most once
+ * per second; a changed identity means the file is read again. One trailing newline ("\n" or
+ * "\r\n") is removed, since `echo` and most editors add one; nothing else is trimmed.
+ *
+ * Errors are SidecarError connector_unavailable with a detail safe for the agent; the operator's
+ * explanation (which variable or file, why) is the error's `cause`. Neither ever holds the value.
+ */
+import { stat, readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { SecretSourceInput } from '../config/schema.js';
+import { SidecarError } from '../errors.js';
+
+export interface SecretReader {
+  /** The current value; cheap when unchanged. Rejects with connector_unavailable. */
+  read(): Promise<string>;
+  /** "env NAME" or "file /path": never the value. */
+  describe(): string;
+}
+
+/** How long a file's identity is trusted before it is checked again. */
+export const SECRET_RECHECK_MS = 1000;
+
+const AGENT_DETAIL = 'the upstream credential is unavailable';
+
+export function secretUnavailable(operatorMessage: string, cause?: unknown): SidecarError {
+  const why = new Error(operatorMessage, cause === undefined ? undefined : { cause });
+  return new SidecarError('connector_unavailable', AGENT_DETAIL, { cause: why });
+}
+
+/** The operator-facing explanation of a secret or connector failure (never holds a value). */
+export function explainFailure(e: unknown): string {
+  if (e instanceof SidecarError && e.cause instanceof Error) return e.cause.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
+class EnvSecret implements SecretReader {
+  private value: string | undefined;
+  constructor(
+    private readonly name: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  describe(): string {
+    return `env ${this.name}`;
+  }
+
+  read(): Promise<string> {
+    // The environment does not change under a running process: read once, then serve the copy.
+    if (this.value === undefined) {
+      const v = this.env[this.name];
+      if (v === undefined || v === '') {
+        return Promise.reject(secretUnavailable(`environment variable ${this.name} is not set or empty`));
+      }
+      this.value = v;
+    }
+    return Promise.resolve(this.value);
+  }
+}
+
+interface FileState {
+  identity: string;
+  value: string;
+}
+
+function stripOneNewline(s: string): string {
+  if (s.endsWith('\r\n')) return s.slice(0, -2);
+  if (s.endsWith('\n')) return s.slice(0, -1);
+  return s;
+}
+
+class FileSecret implements SecretReader {
+  private state: FileState | undefined;
+  private checkedAt = 0;
+  private inflight: Promise<string> | undefined;
+
+  constructor(private readonly path: string) {}
+
+  describe(): string {
+    return `file ${this.path}`;
+  }
+
+  read(): Promise<string> {
+    if (this.state && Date.now() - this.checkedAt < SECRET_RECHECK_MS) return Promise.resolve(this.state.value);
+    // One stat at a time, shared by every request that finds the check due.
+    this.inflight ??= this.refresh().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  private async refresh(): Promise<string> {
+    try {
+      const st = await stat(this.path);
+      const identity = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      if (this.state?.identity !== identity) {
+        const value = stripOneNewline(await readFile(this.path, 'utf8'));
+        if (value === '') throw new Error('the file is empty');
+        this.state = { identity, value };
+      }
+      this.checkedAt = Date.now();
+      return this.state.value;
+    } catch (e) {
+      // A secret that disappeared is not served from memory any longer.
+      this.state = undefined;
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code ?? (e as Error).message;
+      throw secretUnavailable(`secret file ${this.path} cannot be read (${why})`, code ? undefined : e);
+    }
+  }
+}
+
+export function createSecretReader(src: SecretSourceInput, baseDir: string, env: NodeJS.ProcessEnv = process.env): SecretReader {
+  if ('env' in src) return new EnvSecret(src.env, env);
+  return new FileSecret(resolve(baseDir, src.file));
+}

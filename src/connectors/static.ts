@@ -1,0 +1,201 @@
+/**
+ * The static connector: a long-lived secret put on every request of its routes, as a header
+ * (format string, default `Authorization: ${secret}`), a query parameter, or HTTP Basic.
+ *
+ * getCredential() renders the value once per secret value and hands out the same Credential
+ * object until the secret changes, so a request costs a comparison. A secret holding control
+ * characters (CR/LF would split a header), or characters a header cannot carry, is refused.
+ */
+import type { ConnectorInput } from '../config/schema.js';
+import { createSecretReader, type SecretReader, secretUnavailable } from './secrets.js';
+import type { Connector, Credential, OutboundRequest } from './types.js';
+
+export interface ConnectorContext {
+  /** Relative secret file paths are resolved from here (the policy file's directory). */
+  baseDir: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+interface HeaderCredential extends Credential {
+  readonly kind: 'static-header';
+  readonly header: string;
+  readonly value: string;
+}
+
+interface QueryCredential extends Credential {
+  readonly kind: 'static-query';
+  readonly name: string;
+  /** "name=value", both percent-encoded. */
+  readonly pair: string;
+}
+
+type StaticCredential = HeaderCredential | QueryCredential;
+
+/** Headers that frame or route the message: a connector setting them would corrupt the request. */
+const FORBIDDEN_HEADERS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'upgrade',
+]);
+
+// C0 controls and DEL anywhere in a secret; beyond Latin-1 a header value cannot be sent as is.
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const NOT_LATIN1 = /[^\u0000-\u00ff]/;
+const LONE_SURROGATE = /\p{Cs}/u;
+// biome-ignore lint/suspicious/noTemplateCurlyInString: the literal placeholder of format strings
+const PLACEHOLDER = '${secret}';
+
+function checkSecret(value: string, source: SecretReader, forHeader: boolean): void {
+  if (CONTROL.test(value)) throw secretUnavailable(`secret from ${source.describe()} contains control characters`);
+  if (forHeader && NOT_LATIN1.test(value)) {
+    throw secretUnavailable(`secret from ${source.describe()} contains characters a header cannot carry`);
+  }
+  if (LONE_SURROGATE.test(value)) throw secretUnavailable(`secret from ${source.describe()} is not valid text`);
+}
+
+/** Decodes percent-escapes (invalid ones stay as they are) and "+" as space, as form parsers do. */
+function looseDecode(s: string): string {
+  const plus = s.replaceAll('+', ' ');
+  if (!plus.includes('%')) return plus;
+  const bytes: number[] = [];
+  for (let i = 0; i < plus.length; i++) {
+    const c = plus.charCodeAt(i);
+    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(plus.slice(i + 1, i + 3))) {
+      bytes.push(Number.parseInt(plus.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      for (const b of Buffer.from(plus[i], 'utf8')) bytes.push(b);
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Replaces every `name` parameter in the path's query (however it was encoded) with `pair`. */
+export function setQueryParam(path: string, name: string, pair: string): string {
+  const q = path.indexOf('?');
+  if (q < 0) return `${path}?${pair}`;
+  const kept = path
+    .slice(q + 1)
+    .split('&')
+    .filter((part) => {
+      if (part === '') return false;
+      const eq = part.indexOf('=');
+      return looseDecode(eq < 0 ? part : part.slice(0, eq)) !== name;
+    });
+  kept.push(pair);
+  return `${path.slice(0, q)}?${kept.join('&')}`;
+}
+
+abstract class StaticConnector implements Connector {
+  readonly type = 'static';
+  private cached: StaticCredential | undefined;
+  private cachedFrom: string[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly sources: SecretReader[],
+  ) {}
+
+  /** Renders the credential from the current secret values; throws connector_unavailable. */
+  protected abstract render(values: string[]): StaticCredential;
+
+  async provision(): Promise<void> {
+    await this.getCredential();
+  }
+
+  async getCredential(): Promise<Credential> {
+    const values = await Promise.all(this.sources.map((s) => s.read()));
+    const c = this.cached;
+    if (c && values.every((v, i) => v === this.cachedFrom[i])) return c;
+    const fresh = this.render(values);
+    this.cached = fresh;
+    this.cachedFrom = values;
+    return fresh;
+  }
+
+  apply(credential: Credential, outbound: OutboundRequest): void {
+    const c = credential as StaticCredential;
+    if (c.kind === 'static-header') outbound.headers[c.header] = c.value;
+    else if (c.kind === 'static-query') outbound.path = setQueryParam(outbound.path, c.name, c.pair);
+    else throw new TypeError(`connector ${this.name}: not a static credential`);
+  }
+
+  async dispose(): Promise<void> {
+    this.cached = undefined;
+    this.cachedFrom = [];
+  }
+}
+
+class HeaderConnector extends StaticConnector {
+  constructor(
+    name: string,
+    private readonly secret: SecretReader,
+    private readonly header: string,
+    private readonly parts: string[],
+  ) {
+    super(name, [secret]);
+  }
+
+  protected render([value]: string[]): StaticCredential {
+    checkSecret(value, this.secret, true);
+    // join, not String.replace: a "$&" inside a secret must stay literal.
+    return { kind: 'static-header', header: this.header, value: this.parts.join(value) };
+  }
+}
+
+class QueryConnector extends StaticConnector {
+  constructor(
+    name: string,
+    private readonly secret: SecretReader,
+    private readonly param: string,
+  ) {
+    super(name, [secret]);
+  }
+
+  protected render([value]: string[]): StaticCredential {
+    checkSecret(value, this.secret, false);
+    return { kind: 'static-query', name: this.param, pair: `${encodeURIComponent(this.param)}=${encodeURIComponent(value)}` };
+  }
+}
+
+class BasicConnector extends StaticConnector {
+  constructor(
+    name: string,
+    private readonly user: SecretReader,
+    private readonly pass: SecretReader,
+  ) {
+    super(name, [user, pass]);
+  }
+
+  protected render([user, pass]: string[]): StaticCredential {
+    checkSecret(user, this.user, false);
+    checkSecret(pass, this.pass, false);
+    // RFC 7617: the user-id cannot contain a colon, the password may.
+    if (user.includes(':')) throw secretUnavailable(`user name from ${this.user.describe()} contains ":"`);
+    const token = Buffer.from(`${user}:${pass}`, 'utf8').toString('base64');
+    return { kind: 'static-header', header: 'authorization', value: `Basic ${token}` };
+  }
+}
+
+/** Builds a static connector from its policy definition; reads nothing yet. */
+export function createStaticConnector(def: ConnectorInput, ctx: ConnectorContext): Connector {
+  const secret = (src: Parameters<typeof createSecretReader>[0]) => createSecretReader(src, ctx.baseDir, ctx.env);
+  if ('basic' in def) return new BasicConnector(def.name, secret(def.basic.username), secret(def.basic.password));
+  if ('query' in def) return new QueryConnector(def.name, secret(def.secret), def.query);
+  const header = def.header ?? 'Authorization';
+  const format = def.format ?? PLACEHOLDER;
+  if (FORBIDDEN_HEADERS.has(header.toLowerCase())) {
+    throw new Error(`connector ${def.name}: header ${header} cannot carry a credential`);
+  }
+  if (!format.includes(PLACEHOLDER)) throw new Error(`connector ${def.name}: format must contain ${PLACEHOLDER}`);
+  if (CONTROL.test(format) || NOT_LATIN1.test(format)) {
+    throw new Error(`connector ${def.name}: format holds characters a header cannot carry`);
+  }
+  return new HeaderConnector(def.name, secret(def.secret), header.toLowerCase(), format.split(PLACEHOLDER));
+}
