@@ -84,6 +84,7 @@ export function formatPath(path: ConfigPath): string {
   let s = '';
   for (const p of path) {
     if (typeof p === 'number') s += `[${p}]`;
+    else if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(String(p))) s += `[${JSON.stringify(String(p))}]`;
     else s += s === '' ? String(p) : `.${String(p)}`;
   }
   return s;

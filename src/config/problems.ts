@@ -38,6 +38,10 @@ export function zodProblems(issues: readonly Issue[], input: unknown, file: stri
       for (const key of issue.keys) {
         push(positions.key([...leaf.path, key]), `${where}unknown key "${key}"`);
       }
+    } else if (issue.code === 'invalid_key') {
+      // A record key (upstream.connectTo): point at the key, with the key's own message.
+      const inner = issue.issues[0]?.message ?? issue.message;
+      push(positions.key(leaf.path), `${where}invalid key: ${tidy(inner)}`);
     } else if (issue.code === 'invalid_type' && isMissingKey(input, leaf.path)) {
       const parent = leaf.path.slice(0, -1);
       const prefix = parent.length > 0 ? `${formatPath(parent)}: ` : '';
