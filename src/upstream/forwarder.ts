@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import { type Readable, Transform } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { buildConnector, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
@@ -76,6 +77,17 @@ function undiciErrorToSidecar(err: unknown): SidecarError {
     return new SidecarError('bad_request', 'request body length does not match Content-Length', { cause: err });
   }
   return new SidecarError('upstream_unreachable', 'the upstream could not be reached', { cause: err });
+}
+
+function byteLimit(max: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > max) cb(new SidecarError('payload_too_large', `request body exceeds ${max} bytes`));
+      else cb(null, chunk);
+    },
+  });
 }
 
 export class Forwarder {
@@ -159,15 +171,11 @@ export class Forwarder {
       if (!res.writableFinished) abort.abort();
     };
     res.once('close', onClose);
-    let body: IncomingMessage | undefined;
+    let body: Readable | undefined;
     if (opts.hasBody) {
-      body = req;
-      let seen = 0;
-      const max = opts.maxBodyBytes;
-      req.on('data', (chunk: Buffer) => {
-        seen += chunk.length;
-        if (seen > max) req.destroy(new SidecarError('payload_too_large', `request body exceeds ${max} bytes`));
-      });
+      // A declared Content-Length was already checked against the limit (and undici enforces it);
+      // a chunked body is counted as it streams.
+      body = req.headers['content-length'] !== undefined ? req : req.pipe(byteLimit(opts.maxBodyBytes));
     }
     const started = process.hrtime.bigint();
     let upstreamSeconds = 0;

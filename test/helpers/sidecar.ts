@@ -1,5 +1,5 @@
 /** Starts a real sidecar in-process on loopback ports with a config and policies written to a temp dir. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -40,13 +40,15 @@ export async function startTestSidecar(opts: {
 }): Promise<TestSidecar> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'aws-sidecar-'));
   const policies = opts.policies ?? [BILLING_POLICY];
-  policies.forEach((p, i) => writeFileSync(join(dir, `policy-${i}.yaml`), stringify(p)));
+  const policyDir = join(dir, 'policies');
+  mkdirSync(policyDir, { recursive: true });
+  policies.forEach((p, i) => writeFileSync(join(policyDir, `policy-${i}.yaml`), stringify(p)));
   const auditPath = join(dir, 'audit.jsonl');
   const config = {
     proxy: { listen: '127.0.0.1:0' },
     admin: { listen: '127.0.0.1:0' },
     broker: opts.broker ?? {},
-    policies: [dir],
+    policies: [policyDir],
     audit: { path: auditPath, flushInterval: '5ms' },
     upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${opts.upstreamPort}` } },
     shutdown: { grace: '2s' },

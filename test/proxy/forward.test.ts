@@ -1,0 +1,245 @@
+/**
+ * End-to-end over loopback: a real upstream, the sidecar in-process, offline verification with a
+ * key on disk, and real HTTP clients (undici through the proxy, curl, raw sockets for hostile input).
+ */
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { Pool, ProxyAgent, request } from 'undici';
+import { makeKey, signToken } from '../helpers/tokens.js';
+import { type Received, startUpstream } from '../helpers/upstream.js';
+import { startTestSidecar } from '../helpers/sidecar.js';
+
+const run = promisify(execFile);
+const SECRET = 'sk-live-billing-SECRET-123';
+
+const key = await makeKey();
+const upstream = await startUpstream();
+const dirKey = join(process.env.TMPDIR ?? '/tmp', `aws-key-${process.pid}.pem`);
+writeFileSync(dirKey, key.publicPem);
+const sc = await startTestSidecar({
+  upstreamPort: upstream.port,
+  broker: { verify: 'offline', publicKeyFile: dirKey },
+  policies: [
+    {
+      version: 'v1',
+      connectors: [
+        { name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' },
+        { name: 'query-key', type: 'static', secret: { env: 'BILLING_API_KEY' }, query: 'api_key' },
+      ],
+      routes: [
+        { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+        { id: 'refund', host: 'api.example.com', methods: ['POST'], path: '/customers/{customer}/refunds', scopes: ['write:billing:customer-{customer}'], connector: 'billing-api' },
+        { id: 'search', host: 'api.example.com', methods: ['GET'], path: '/search', scopes: ['read:search:*'], connector: 'query-key' },
+        { id: 'files', host: 'api.example.com', methods: ['GET'], path: '/files/{rest*}', scopes: ['read:files:{rest}'], connector: 'billing-api' },
+        { id: 'deep', host: 'api.example.com', methods: ['GET'], path: '/deep', scopes: ['read:deep:x'], maxDelegationDepth: 0 },
+        { id: 'rev', mount: '/billing', upstream: 'http://api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+      ],
+    },
+  ],
+});
+t.teardown(async () => {
+  await sc.close();
+  await upstream.close();
+});
+
+const good = await signToken(key, { scope: ['read:billing:customer-12345', 'write:billing:customer-12345', 'read:files:a/b.txt', 'read:search:*', 'read:deep:x'] });
+const proxy = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+
+async function viaProxy(path: string, init: { method?: string; token?: string; headers?: Record<string, string>; body?: string } = {}) {
+  const agent = init.token ? new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${init.token}`, proxyTunnel: false }) : proxy;
+  const res = await request(`http://api.example.com${path}`, { dispatcher: agent, method: (init.method ?? 'GET') as 'GET', headers: init.headers, body: init.body });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) };
+}
+
+t.test('allowed request: upstream gets the injected key, never the agent token', async (t) => {
+  const r = await viaProxy('/customers/12345/billing', { headers: { authorization: `Bearer ${good}`, cookie: 'session=agent' } });
+  t.equal(r.status, 200);
+  const seen = r.json() as Received;
+  t.equal(seen.headers.authorization, `Bearer ${SECRET}`);
+  t.equal(seen.headers['proxy-authorization'], undefined);
+  t.equal(seen.headers.cookie, undefined);
+  t.notOk(JSON.stringify(seen).includes(good), 'agent token not forwarded anywhere');
+  t.equal(seen.url, '/customers/12345/billing');
+  t.ok(r.headers['x-request-id'], 'request id returned');
+  t.equal(r.headers['x-upstream'], 'yes');
+});
+
+t.test('scope from another customer is refused with scope_violation', async (t) => {
+  const before = upstream.received.length;
+  const r = await viaProxy('/customers/67890/billing');
+  t.equal(r.status, 403);
+  t.match(r.headers['content-type'], /application\/problem\+json/);
+  const p = r.json();
+  t.equal(p.error_code, 'scope_violation');
+  t.equal(p.status, 403);
+  t.ok(p.request_id);
+  t.equal(upstream.received.length, before, 'upstream never called');
+});
+
+t.test('no route: 403 no_route, the detail does not reveal the policy', async (t) => {
+  const r = await viaProxy('/admin/users');
+  t.equal(r.status, 403);
+  t.equal(r.json().error_code, 'no_route');
+  t.notMatch(r.text, /billing-read|customers/);
+  const wrongMethod = await viaProxy('/customers/12345/billing', { method: 'DELETE' });
+  t.equal(wrongMethod.json().error_code, 'no_route');
+});
+
+t.test('missing token on a forward request: 407 with Proxy-Authenticate', async (t) => {
+  // undici's ProxyAgent turns a 407 into an exception, so speak to the proxy directly.
+  const pool = new Pool(sc.proxyUrl);
+  t.teardown(() => pool.close());
+  const res = await pool.request({ method: 'GET', path: 'http://api.example.com/customers/12345/billing', headers: { host: 'api.example.com' } });
+  t.equal(res.statusCode, 407);
+  t.match(res.headers['proxy-authenticate'], /Bearer/);
+  t.equal(((await res.body.json()) as { error_code: string }).error_code, 'token_required');
+});
+
+t.test('invalid, expired and foreign tokens: 401', async (t) => {
+  const other = await makeKey();
+  const foreign = await signToken(other, { scope: ['read:billing:customer-12345'] });
+  const expired = await signToken(key, { scope: ['read:billing:customer-12345'], exp: Math.floor(Date.now() / 1000) - 5 });
+  for (const [name, tok, code] of [
+    ['foreign key', foreign, 'token_invalid'],
+    ['expired', expired, 'token_expired'],
+    ['garbage', 'abc.def.ghi', 'token_invalid'],
+  ] as const) {
+    const r = await viaProxy('/customers/12345/billing', { token: tok });
+    t.equal(r.status, 401, name);
+    t.equal(r.json().error_code, code, name);
+    t.notOk(r.text.includes(tok), `${name}: token not echoed`);
+  }
+});
+
+t.test('token intake: Authorization Bearer and Basic password are accepted and stripped', async (t) => {
+  const bare = new ProxyAgent({ uri: sc.proxyUrl, proxyTunnel: false });
+  const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: bare, headers: { authorization: `Bearer ${good}` } });
+  t.equal(res.statusCode, 200);
+  const seen = (await res.body.json()) as Received;
+  t.equal(seen.headers.authorization, `Bearer ${SECRET}`);
+  // curl with the token as proxy password, exactly as HTTP_PROXY=http://agent:TOKEN@host:port makes it.
+  const { stdout } = await run('curl', ['-sS', '-x', sc.proxyUrl.replace('http://', `http://agent:${good}@`), 'http://api.example.com/customers/12345/billing']);
+  const viaCurl = JSON.parse(stdout) as Received;
+  t.equal(viaCurl.headers.authorization, `Bearer ${SECRET}`);
+  t.equal(viaCurl.headers['proxy-authorization'], undefined);
+});
+
+t.test('query connector replaces an agent-supplied parameter', async (t) => {
+  const r = await viaProxy('/search?q=x&api_key=agent-guess');
+  t.equal(r.status, 200);
+  const seen = r.json() as Received;
+  const u = new URL(seen.url, 'http://x');
+  t.equal(u.searchParams.get('q'), 'x');
+  t.same(u.searchParams.getAll('api_key'), [SECRET]);
+});
+
+t.test('rest parameter and POST body streaming', async (t) => {
+  const r = await viaProxy('/files/a/b.txt');
+  t.equal(r.status, 200);
+  t.equal((r.json() as Received).url, '/files/a/b.txt');
+  const big = 'x'.repeat(256 * 1024);
+  const p = await viaProxy('/customers/12345/refunds', { method: 'POST', body: big, headers: { 'content-type': 'text/plain' } });
+  t.equal(p.status, 200, p.status === 200 ? 'POST forwarded' : p.text);
+  t.equal((p.json() as Received).body.length, big.length);
+});
+
+t.test('delegation depth cap', async (t) => {
+  const delegated = await signToken(key, {
+    scope: ['read:deep:x'],
+    extra: { delegation_chain: [{ agent: 'spiffe://agentwrit.local/agent/o/t/1', scope: ['read:deep:x'], delegated_at: '2026-01-01T00:00:00Z', signature: '00' }], chain_hash: '00' },
+  });
+  const r = await viaProxy('/deep', { token: delegated });
+  // Either the chain fails verification (record signatures are checked with the broker key) or the cap applies.
+  t.equal(r.status === 401 || r.status === 403, true);
+  const ok = await viaProxy('/deep');
+  t.equal(ok.status, 200);
+});
+
+t.test('reverse route on the proxy port', async (t) => {
+  const res = await request(`${sc.proxyUrl}/billing/customers/12345/billing?x=1`, { headers: { authorization: `Bearer ${good}` } });
+  t.equal(res.statusCode, 200);
+  const seen = (await res.body.json()) as Received;
+  t.equal(seen.url, '/customers/12345/billing?x=1');
+  t.equal(seen.headers.authorization, `Bearer ${SECRET}`);
+  const anon = await request(`${sc.proxyUrl}/billing/customers/12345/billing`);
+  t.equal(anon.statusCode, 401);
+  t.equal(((await anon.body.json()) as { error_code: string }).error_code, 'token_missing');
+});
+
+function raw(payload: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(sc.proxyPort, '127.0.0.1', () => s.write(payload));
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString();
+    });
+    s.on('end', () => resolve(buf));
+    s.on('error', reject);
+    setTimeout(() => {
+      s.destroy();
+      resolve(buf);
+    }, 1500);
+  });
+}
+
+t.test('ambiguous requests are refused with 400', async (t) => {
+  const auth = `Proxy-Authorization: Bearer ${good}\r\n`;
+  const cases: Array<[string, string]> = [
+    ['dot segment', `GET http://api.example.com/customers/../customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n${auth}Connection: close\r\n\r\n`],
+    ['encoded slash', `GET http://api.example.com/customers/12345%2Fx/billing HTTP/1.1\r\nHost: api.example.com\r\n${auth}Connection: close\r\n\r\n`],
+    ['host mismatch', `GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: evil.example.com\r\n${auth}Connection: close\r\n\r\n`],
+    ['CL and TE', `POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\n${auth}Content-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n`],
+  ];
+  for (const [name, req] of cases) {
+    const answer = await raw(req);
+    t.match(answer, /^HTTP\/1\.1 400 /, name);
+  }
+});
+
+t.test('upstream failures: 502 when unreachable', async (t) => {
+  const down = await startTestSidecar({
+    upstreamPort: 1, // nothing listens on port 1
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+  });
+  t.teardown(() => down.close());
+  const agent = new ProxyAgent({ uri: down.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+  const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+  t.equal(res.statusCode, 502);
+  t.equal(((await res.body.json()) as { error_code: string }).error_code, 'upstream_unreachable');
+});
+
+t.test('upstream timeout: 504', async (t) => {
+  upstream.handlers.set('/customers/55555', () => {
+    /* never answers */
+  });
+  const slow = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    config: { upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, headersTimeout: '300ms' } },
+  });
+  t.teardown(() => slow.close());
+  const tok = await signToken(key, { scope: ['read:billing:customer-55555'] });
+  const agent = new ProxyAgent({ uri: slow.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  const res = await request('http://api.example.com/customers/55555/billing', { dispatcher: agent });
+  t.equal(res.statusCode, 504);
+  t.equal(((await res.body.json()) as { error_code: string }).error_code, 'upstream_timeout');
+});
+
+t.test('admin listener: metrics, healthz, readyz', async (t) => {
+  const m = await request(`${sc.adminUrl}/metrics`);
+  const text = await m.body.text();
+  t.equal(m.statusCode, 200);
+  t.match(text, /agentwrit_sidecar_requests_total\{route="billing-read",decision="allow",code="ok"\} \d+/);
+  t.match(text, /agentwrit_sidecar_token_verifications_total\{outcome="ok",source="(cache|offline)"\}/);
+  t.match(text, /agentwrit_sidecar_policy_generation 1/);
+  t.notOk(text.includes(good) || text.includes(SECRET) || text.includes('spiffe://'), 'no token, secret or subject in metrics');
+  t.equal((await request(`${sc.adminUrl}/healthz`)).statusCode, 200);
+  const ready = await request(`${sc.adminUrl}/readyz`);
+  t.equal(ready.statusCode, 200);
+  t.equal(((await ready.body.json()) as { ready: boolean }).ready, true);
+});

@@ -1,0 +1,148 @@
+/**
+ * The built binary as a user runs it: `agentwrit-sidecar serve --config FILE` in a child process.
+ * Covers the secret-leak scan over everything the process wrote, and SIGTERM draining.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import t from 'tap';
+import { Pool, ProxyAgent, request } from 'undici';
+import { stringify } from 'yaml';
+import { BILLING_POLICY } from '../helpers/sidecar.js';
+import { makeKey, signToken } from '../helpers/tokens.js';
+import { startUpstream } from '../helpers/upstream.js';
+import { startValidateBroker } from '../helpers/validate-broker.js';
+
+const MAIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
+const SECRET = 'sk-live-LEAKCHECK-7f3a9c';
+
+const key = await makeKey();
+const upstream = await startUpstream();
+const vb = await startValidateBroker();
+t.teardown(async () => {
+  await upstream.close();
+  await vb.close();
+});
+
+interface Proc {
+  child: ChildProcess;
+  out: string[];
+  proxyUrl: string;
+  adminUrl: string;
+  exited: Promise<number | null>;
+}
+
+async function startProcess(dir: string): Promise<Proc> {
+  writeFileSync(join(dir, 'key.pem'), key.publicPem);
+  writeFileSync(join(dir, 'policies.yaml'), stringify(BILLING_POLICY));
+  writeFileSync(
+    join(dir, 'sidecar.yaml'),
+    stringify({
+      proxy: { listen: '127.0.0.1:0' },
+      admin: { listen: '127.0.0.1:0' },
+      broker: { url: vb.url, verify: 'hybrid', publicKeyFile: './key.pem', revalidateAfter: '2s' },
+      policies: ['./policies.yaml'],
+      audit: { path: './audit.jsonl' },
+      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` } },
+      log: { level: 'debug' },
+      shutdown: { grace: '5s' },
+    }),
+  );
+  const child = spawn(process.execPath, [MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')], {
+    env: { ...process.env, BILLING_API_KEY: SECRET },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const out: string[] = [];
+  child.stdout?.on('data', (d: Buffer) => out.push(d.toString()));
+  child.stderr?.on('data', (d: Buffer) => out.push(d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const listening = await new Promise<{ proxy: string; admin: string }>((resolveP, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sidecar did not start:\n${out.join('')}`)), 15000);
+    const check = () => {
+      for (const line of out.join('').split('\n')) {
+        if (line.includes('"sidecar listening"')) {
+          clearTimeout(timer);
+          const j = JSON.parse(line) as { proxy: string; admin: string };
+          return resolveP(j);
+        }
+      }
+    };
+    child.stdout?.on('data', check);
+    child.once('exit', () => reject(new Error(`sidecar exited:\n${out.join('')}`)));
+  });
+  return { child, out, proxyUrl: listening.proxy, adminUrl: listening.admin, exited };
+}
+
+t.test('no token or secret appears in logs, audit, metrics or error bodies', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-leak-'));
+  const p = await startProcess(dir);
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const other = await makeKey();
+  const forged = await signToken(other, { scope: ['read:billing:customer-12345'] });
+  const bodies: string[] = [];
+  const pool = new Pool(p.proxyUrl);
+  const send = async (token: string | undefined, path: string, extra: Record<string, string> = {}) => {
+    const headers: Record<string, string> = { host: 'api.example.com', ...extra };
+    if (token) headers['proxy-authorization'] = `Bearer ${token}`;
+    const res = await pool.request({ method: 'GET', path: `http://api.example.com${path}`, headers });
+    bodies.push(await res.body.text());
+    return res.statusCode;
+  };
+  t.equal(await send(tok, '/customers/12345/billing', { authorization: `Bearer ${tok}`, cookie: `s=${tok}` }), 200);
+  t.equal(await send(tok, '/customers/67890/billing'), 403);
+  t.equal(await send(forged, '/customers/12345/billing'), 401);
+  t.equal(await send(undefined, '/customers/12345/billing'), 407);
+  t.equal(await send(tok, '/nowhere'), 403);
+  vb.mode = 'invalid';
+  await new Promise((r) => setTimeout(r, 2100));
+  t.equal(await send(tok, '/customers/12345/billing'), 401);
+  vb.mode = 'valid';
+  const metrics = await (await request(`${p.adminUrl}/metrics`)).body.text();
+  await pool.close();
+  p.child.kill('SIGTERM');
+  t.equal(await p.exited, 0);
+  const audit = readFileSync(join(dir, 'audit.jsonl'), 'utf8');
+  // bodies[0] is the upstream's echo of what it received: it legitimately holds the injected secret.
+  const everything = { logs: p.out.join(''), audit, metrics, errorBodies: bodies.slice(1).join('\n') };
+  for (const [where, text] of Object.entries(everything)) {
+    for (const [what, value] of [
+      ['agent token', tok],
+      ['forged token', forged],
+      ['token signature', tok.split('.')[2]],
+      ['upstream secret', SECRET],
+    ]) {
+      t.notOk(text.includes(value), `${what} not in ${where}`);
+    }
+  }
+  t.ok(p.out.join('').includes('"request"'), 'one log line per request was written');
+  t.ok(audit.split('\n').filter(Boolean).length >= 7, 'audit holds config_applied + every decision');
+});
+
+t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-drain-'));
+  upstream.handlers.set('/customers/777', (_r, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('slow answer');
+    }, 700);
+  });
+  const p = await startProcess(dir);
+  const tok = await signToken(key, { scope: ['read:billing:customer-777'] });
+  const agent = new ProxyAgent({ uri: p.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  const inflight = Array.from({ length: 3 }, () =>
+    request('http://api.example.com/customers/777/billing', { dispatcher: agent }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() })),
+  );
+  await new Promise((r) => setTimeout(r, 250));
+  p.child.kill('SIGTERM');
+  const results = await Promise.all(inflight);
+  t.same(
+    results.map((r) => r.status),
+    [200, 200, 200],
+  );
+  t.ok(results.every((r) => r.body === 'slow answer'));
+  t.equal(await p.exited, 0);
+  const records = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; upstream_status?: number });
+  t.equal(records.filter((r) => r.type === 'request' && r.upstream_status === 200).length, 3, 'all drained requests audited');
+  await t.rejects(request(p.proxyUrl), 'listener closed after exit');
+});

@@ -1,0 +1,123 @@
+/** Hot reload (good and bad), config_applied records, and the audit trail of real decisions. */
+import { readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { ProxyAgent, request } from 'undici';
+import { stringify } from 'yaml';
+import { verifyAuditStream } from '../../src/audit/verify.js';
+import { BILLING_POLICY, startTestSidecar } from '../helpers/sidecar.js';
+import { makeKey, signToken } from '../helpers/tokens.js';
+import { startUpstream } from '../helpers/upstream.js';
+import { createReadStream } from 'node:fs';
+
+const key = await makeKey();
+const upstream = await startUpstream();
+t.teardown(() => upstream.close());
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
+}
+
+t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keeps the last good one', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'aws-reload-'));
+  // The layout a ConfigMap volume has: files are symlinks into ..data, which points at a timestamped dir.
+  const v1 = join(base, '..v1');
+  mkdirSync(v1);
+  writeFileSync(join(v1, 'policy.yaml'), stringify(BILLING_POLICY));
+  symlinkSync('..v1', join(base, '..data'));
+  symlinkSync('..data/policy.yaml', join(base, 'policy.yaml'));
+  const keyFile = join(base, 'key.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, config: { policies: [base] }, policies: [] });
+  t.teardown(() => sc.close());
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345', 'read:accounts:a1'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  const get = async (p: string) => (await request(`http://api.example.com${p}`, { dispatcher: agent })).statusCode;
+
+  t.equal(await get('/accounts/a1'), 403, 'route not there yet');
+  const v2 = join(base, '..v2');
+  mkdirSync(v2);
+  const next = structuredClone(BILLING_POLICY) as typeof BILLING_POLICY & { routes: unknown[] };
+  next.routes.push({ id: 'accounts', host: 'api.example.com', methods: ['GET'], path: '/accounts/{a}', scopes: ['read:accounts:{a}'] });
+  writeFileSync(join(v2, 'policy.yaml'), stringify(next));
+  symlinkSync('..v2', join(base, '..data_tmp'));
+  renameSync(join(base, '..data_tmp'), join(base, '..data'));
+  t.ok(await waitFor(async () => (await get('/accounts/a1')) === 200), 'new route served after the swap');
+  t.equal(sc.runtime.generation()?.id, 2);
+
+  // A broken policy: the reload fails, generation 2 stays in service.
+  const v3 = join(base, '..v3');
+  mkdirSync(v3);
+  writeFileSync(join(v3, 'policy.yaml'), 'version: v1\nroutes:\n  - id: x\n    bogus: true\n');
+  symlinkSync('..v3', join(base, '..data_tmp'));
+  renameSync(join(base, '..data_tmp'), join(base, '..data'));
+  t.ok(
+    await waitFor(async () => {
+      const m = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+      return /agentwrit_sidecar_policy_reloads_total\{result="failure"\} [1-9]/.test(m);
+    }),
+    'failure counted',
+  );
+  t.equal(sc.runtime.generation()?.id, 2, 'last good generation kept');
+  t.equal(await get('/accounts/a1'), 200, 'still serving generation 2');
+  t.ok(sc.logs.some((l) => l.includes('policy reload failed')), 'failure logged');
+  const bad = await request(`${sc.adminUrl}/reload`, { method: 'POST' });
+  t.equal(bad.statusCode, 422);
+});
+
+t.test('audit: one record per decision, config_applied first, chain verifies, tampering detected', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-audit-'));
+  const keyFile = join(dir, 'key.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'], task_id: 'task-audit' });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.equal((await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode, 200);
+  t.equal((await request('http://api.example.com/customers/999/billing', { dispatcher: agent })).statusCode, 403);
+  await sc.close();
+  const lines = readFileSync(sc.auditPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.equal(lines[0].type, 'config_applied');
+  t.match(lines[0].policy_digest, /^[0-9a-f]{64}$/);
+  const reqs = lines.filter((l) => l.type === 'request');
+  t.equal(reqs.length, 2);
+  t.match(reqs[0], { decision: 'allow', route: 'billing-read', path_template: '/customers/{customer}/billing', task_id: 'task-audit', connector: 'billing-api', upstream_status: 200, scopes: ['read:billing:customer-12345'] });
+  t.match(reqs[1], { decision: 'deny', error_code: 'scope_violation' });
+  t.notOk(JSON.stringify(lines).includes('/customers/12345/billing?'), 'raw path not recorded by default');
+  t.notOk(JSON.stringify(lines).includes(tok), 'no token in audit');
+  const ok = await verifyAuditStream(createReadStream(sc.auditPath));
+  t.equal(ok.ok, true);
+  t.equal(ok.records, lines.length);
+  const edited = lines.map((l) => JSON.stringify(l));
+  edited[1] = edited[1].replace('"allow"', '"deny"');
+  const tampered = join(dir, 'tampered.jsonl');
+  writeFileSync(tampered, `${edited.join('\n')}\n`);
+  const bad = await verifyAuditStream(createReadStream(tampered));
+  t.equal(bad.ok, false);
+  t.equal(bad.firstBad?.line, 2);
+});
+
+t.test('audit fail-closed: an unwritable audit log refuses requests with 503', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-auditfail-'));
+  const keyFile = join(dir, 'key.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  t.teardown(() => sc.close());
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.equal((await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode, 200);
+  // Fault injection: the sink's writes start failing.
+  const sink = sc.runtime.audit as unknown as { healthy(): boolean };
+  const realHealthy = sink.healthy.bind(sink);
+  sink.healthy = () => false;
+  const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+  t.equal(res.statusCode, 503);
+  t.equal(((await res.body.json()) as { error_code: string }).error_code, 'audit_unavailable');
+  sink.healthy = realHealthy;
+  t.equal((await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode, 200);
+});
