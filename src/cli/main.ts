@@ -16,6 +16,7 @@ Commands:
   audit verify FILE|-           check the hash chain of an audit log
   broker [options]              AgentWrit-compatible broker for development and tests (not for production)
   ca init --out DIR             create a CA for HTTPS interception
+  token --broker URL --scope S  register an agent with a broker and print its token
 
 Options:
   --help, -h                    help for any command
@@ -50,6 +51,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./broker.js')).runBrokerCommand(rest);
     case 'ca':
       return (await import('./ca.js')).runCaCommand(rest);
+    case 'token':
+      return (await import('./token.js')).runTokenCommand(rest);
     case 'dev':
       return (await import('./dev.js')).runDevCommand(rest);
     case 'demo':

@@ -1,0 +1,79 @@
+/**
+ * The embedded default as a person runs it: `demo` end to end, and `dev` started, used with the
+ * walkthrough's own commands (token + curl through http_proxy), refused on a taken port, and stopped
+ * with SIGINT.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+
+const run = promisify(execFile);
+const MAIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+t.test('npm run demo: every step behaves as stated and it exits 0', async (t) => {
+  const { stdout } = await run(process.execPath, [MAIN, 'demo'], { timeout: 60_000 });
+  const steps = stdout.split('\n').filter((l) => /^(PASS|FAIL) /.test(l));
+  t.equal(steps.length, 11, 'eleven steps');
+  t.same(
+    steps.filter((l) => l.startsWith('FAIL')),
+    [],
+  );
+  t.match(stdout, /all steps behaved as stated/);
+  t.match(stdout, /PASS +3 +200 .*injected key/);
+  t.match(stdout, /PASS +4 +403 .*scope_violation/);
+  t.match(stdout, /PASS 10 +401 .*revocation/);
+});
+
+t.test('dev: the walkthrough commands work, Ctrl-C stops everything', async (t) => {
+  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const until = Date.now() + 20_000;
+  while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.match(out, /development/);
+  t.match(out, new RegExp(`http_proxy=http://agent:\\$TOKEN@127\\.0\\.0\\.1:${p} curl`));
+  const { stdout: token } = await run(process.execPath, [MAIN, 'token', '--broker', `http://127.0.0.1:${b}`, '--admin-secret', 'dev-admin-secret', '--scope', 'read:billing:customer-12345']);
+  const env = { ...process.env, http_proxy: `http://agent:${token.trim()}@127.0.0.1:${p}` };
+  const { stdout: answer } = await run('curl', ['-s', 'http://api.example.com/customers/12345/billing'], { env });
+  const body = JSON.parse(answer) as { received_credential: string; agent_token_seen: boolean };
+  t.equal(body.received_credential, 'Bearer demo-billing-key-not-a-real-secret');
+  t.equal(body.agent_token_seen, false);
+  const { stdout: refused } = await run('curl', ['-s', 'http://api.example.com/customers/67890/billing'], { env });
+  t.equal((JSON.parse(refused) as { error_code: string }).error_code, 'scope_violation');
+
+  // A second dev on the same ports: a clear message, not a stack trace.
+  const second = await run(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)]).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.equal((second as { code: number }).code, 1);
+  t.match((second as { stderr: string }).stderr, /already in use/);
+
+  child.kill('SIGINT');
+  t.equal(await exited, 0);
+});
+
+t.test('token: usage errors are explained', async (t) => {
+  const r = await run(process.execPath, [MAIN, 'token', '--broker', 'http://127.0.0.1:1']).catch((e: { code: number; stderr: string }) => e);
+  t.equal((r as { code: number }).code, 2);
+  t.match((r as { stderr: string }).stderr, /admin secret is required|--scope/);
+});
