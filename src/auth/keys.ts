@@ -1,0 +1,205 @@
+/**
+ * The broker's Ed25519 verification key(s): from a PEM file, a JWKS file or a JWKS URL.
+ * Every source resolves a token header to a Node KeyObject, which both jose (JWT signature) and
+ * node:crypto (delegation record signatures, signed with the same broker key) accept.
+ */
+import { createHash, createPublicKey, KeyObject, type webcrypto } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createRemoteJWKSet, errors, type JWSHeaderParameters } from 'jose';
+import { durationMs, type SidecarConfig } from '../config/schema.js';
+import { SidecarError } from '../errors.js';
+
+export interface KeySource {
+  /** The key that must have signed a token with this header; rejects with a SidecarError. */
+  resolve(header: JWSHeaderParameters): KeyObject | Promise<KeyObject>;
+  /** True once key material is available. */
+  ready(): boolean;
+  close(): void;
+}
+
+const BAD_SIGNATURE = 'token signature or format is invalid';
+const KEYS_UNAVAILABLE = 'token signing keys are unavailable';
+
+function invalidKey(): SidecarError {
+  return new SidecarError('token_invalid', BAD_SIGNATURE);
+}
+
+/**
+ * RFC 7638 thumbprint of an Ed25519 key: SHA-256 over the required members in lexicographic order
+ * with no whitespace, base64url without padding. This is the `kid` the AgentWrit broker puts in
+ * every token header. A private key is accepted and its public half is used.
+ */
+export function computeKid(publicKey: KeyObject): string {
+  const pub = publicKey.type === 'private' ? createPublicKey(publicKey) : publicKey;
+  if (pub.asymmetricKeyType !== 'ed25519') throw new TypeError('computeKid expects an Ed25519 key');
+  const jwk = pub.export({ format: 'jwk' });
+  return createHash('sha256').update(`{"crv":"Ed25519","kty":"OKP","x":"${jwk.x}"}`).digest('base64url');
+}
+
+function requireEd25519(key: KeyObject, origin: string): KeyObject {
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${origin}: the broker key must be Ed25519`);
+  return key;
+}
+
+/**
+ * Reads a PEM key file. An SPKI PUBLIC KEY is the normal case, but operators of a real AgentWrit
+ * broker only have the broker's PKCS#8 PRIVATE KEY file (the broker publishes no key), so a private
+ * key PEM is accepted too: only its public half is derived and kept.
+ */
+export async function loadPemPublicKey(file: string): Promise<KeyObject> {
+  const pem = await readFile(file, 'utf8');
+  if (pem.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) {
+    throw new Error(`${file}: encrypted private keys are not supported; provide the public key (SPKI PEM)`);
+  }
+  let key: KeyObject;
+  try {
+    // createPublicKey derives the public key from a private key PEM without exposing the private one.
+    key = createPublicKey(pem);
+  } catch {
+    throw new Error(`${file}: not a PEM public key (SPKI) or PKCS#8 private key`);
+  }
+  return requireEd25519(key, file);
+}
+
+class StaticKey implements KeySource {
+  readonly kid: string;
+  constructor(readonly key: KeyObject) {
+    this.kid = computeKid(key);
+  }
+  resolve(header: JWSHeaderParameters): KeyObject {
+    // The broker accepts an absent kid; a present one must name our key.
+    if (header.kid !== undefined && header.kid !== this.kid) throw invalidKey();
+    return this.key;
+  }
+  ready(): boolean {
+    return true;
+  }
+  close(): void {}
+}
+
+interface JwkLike {
+  kty?: unknown;
+  crv?: unknown;
+  kid?: unknown;
+  use?: unknown;
+  alg?: unknown;
+  key_ops?: unknown;
+  x?: unknown;
+}
+
+function usableJwk(jwk: JwkLike): boolean {
+  if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') return false;
+  if (jwk.use !== undefined && jwk.use !== 'sig') return false;
+  if (jwk.alg !== undefined && jwk.alg !== 'EdDSA' && jwk.alg !== 'Ed25519') return false;
+  if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify'))) return false;
+  return true;
+}
+
+/** A JWKS document on disk: keys are selected by `kid` (the JWK's own kid or its RFC 7638 thumbprint). */
+class FileJwks implements KeySource {
+  private readonly byKid = new Map<string, KeyObject>();
+  private readonly only: KeyObject | undefined;
+
+  constructor(doc: unknown, file: string) {
+    const keys = (doc as { keys?: unknown } | null)?.keys;
+    if (!Array.isArray(keys)) throw new Error(`${file}: not a JWKS document (expected {"keys": [...]})`);
+    const distinct: KeyObject[] = [];
+    for (const jwk of keys as JwkLike[]) {
+      if (jwk === null || typeof jwk !== 'object' || !usableJwk(jwk)) continue;
+      // Only the public members are imported, so a JWK that also carries "d" never loads a private key.
+      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x as string }, format: 'jwk' });
+      distinct.push(key);
+      this.byKid.set(computeKid(key), key);
+      if (typeof jwk.kid === 'string' && jwk.kid !== '') this.byKid.set(jwk.kid, key);
+    }
+    if (distinct.length === 0) throw new Error(`${file}: no Ed25519 signing key (kty OKP, crv Ed25519) in the JWKS`);
+    this.only = distinct.length === 1 ? distinct[0] : undefined;
+  }
+
+  resolve(header: JWSHeaderParameters): KeyObject {
+    const key = header.kid === undefined ? this.only : this.byKid.get(header.kid);
+    if (!key) throw invalidKey();
+    return key;
+  }
+  ready(): boolean {
+    return true;
+  }
+  close(): void {}
+}
+
+/** A JWKS URL (e.g. the embedded broker's). Not ready until the first fetch succeeds; retried with backoff. */
+class RemoteJwks implements KeySource {
+  private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
+  private readonly converted = new WeakMap<object, KeyObject>();
+  private loaded = false;
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(url: string, timeoutMs: number) {
+    this.jwks = createRemoteJWKSet(new URL(url), { timeoutDuration: Math.max(1, Math.round(timeoutMs)) });
+    this.load(500);
+  }
+
+  private load(retryMs: number): void {
+    this.jwks.reload().then(
+      () => {
+        this.loaded = true;
+      },
+      () => {
+        if (this.closed || this.loaded) return;
+        this.timer = setTimeout(() => this.load(Math.min(retryMs * 2, 30_000)), retryMs);
+        this.timer.unref();
+      },
+    );
+  }
+
+  async resolve(header: JWSHeaderParameters): Promise<KeyObject> {
+    let found: webcrypto.CryptoKey;
+    try {
+      found = (await this.jwks(header)) as webcrypto.CryptoKey;
+    } catch (e) {
+      if (
+        e instanceof errors.JWKSNoMatchingKey ||
+        e instanceof errors.JWKSMultipleMatchingKeys ||
+        e instanceof errors.JOSENotSupported
+      ) {
+        throw invalidKey();
+      }
+      throw new SidecarError('broker_unavailable', KEYS_UNAVAILABLE, { cause: e });
+    }
+    this.loaded = true;
+    let key = this.converted.get(found);
+    if (!key) {
+      key = KeyObject.from(found);
+      this.converted.set(found, key);
+    }
+    if (key.asymmetricKeyType !== 'ed25519') throw invalidKey();
+    return key;
+  }
+
+  ready(): boolean {
+    return this.loaded;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+}
+
+/** The key source the config names, or undefined when none is configured (pure online mode). */
+export async function loadKeySource(broker: SidecarConfig['broker']): Promise<KeySource | undefined> {
+  if (broker.publicKeyFile) return new StaticKey(await loadPemPublicKey(broker.publicKeyFile));
+  if (broker.jwksFile) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(await readFile(broker.jwksFile, 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code) throw e;
+      throw new Error(`${broker.jwksFile}: not valid JSON`);
+    }
+    return new FileJwks(doc, broker.jwksFile);
+  }
+  if (broker.jwksUrl) return new RemoteJwks(broker.jwksUrl, durationMs(broker.timeout));
+  return undefined;
+}

@@ -1,0 +1,232 @@
+/**
+ * The token verifier the pipeline calls on every request: offline, online or hybrid (DESIGN §3),
+ * with a bounded cache of answers keyed by a SHA-256 digest of the token (the token itself is
+ * never kept) and one shared in-flight broker call per token.
+ */
+import { hash, type KeyObject } from 'node:crypto';
+import { decodeProtectedHeader } from 'jose';
+import { durationMs, type SidecarConfig } from '../config/schema.js';
+import { type ErrorCode, isSidecarError, SidecarError } from '../errors.js';
+import { TokenCache } from './cache.js';
+import { type ClaimRules, checkClaims, DETAIL, expiryDeadlineMs, identityFromClaims, parseDelegationChain, tokenInvalid } from './claims.js';
+import { goJson, verifyDelegationChain } from './delegation.js';
+import { type KeySource, loadKeySource } from './keys.js';
+import { OfflineVerifier } from './offline.js';
+import { BrokerClient, type ValidateAnswer } from './online.js';
+import type { AgentIdentity, TokenVerifier, VerifierObserver, VerifyResult, VerifySource } from './types.js';
+
+export { identityFromClaims } from './claims.js';
+export { computeKid } from './keys.js';
+
+/** Far above any real AgentWrit token (a 5-record chain is a few KB); bounds the work per request. */
+const MAX_TOKEN_LENGTH = 64 * 1024;
+const NEVER = Number.NEGATIVE_INFINITY;
+const PRUNE_INTERVAL_MS = 30_000;
+
+/** A cached refusal. Only answers about authentic tokens are cached, so garbage cannot flush the cache. */
+class Refusal {
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail: string,
+  ) {}
+}
+const REVOKED = new Refusal('token_revoked', 'token has been revoked or released');
+const ONLINE_INVALID = 'token is invalid, expired or revoked';
+
+type Entry = AgentIdentity | Refusal;
+type Outcome = Parameters<VerifierObserver['verification']>[0];
+
+const OUTCOMES: Partial<Record<ErrorCode, Outcome>> = {
+  token_expired: 'expired',
+  token_revoked: 'revoked',
+  broker_unavailable: 'unavailable',
+};
+
+export interface VerifierOptions {
+  observer?: VerifierObserver;
+  /** Clock in ms (tests). */
+  now?: () => number;
+}
+
+class Verifier implements TokenVerifier {
+  private readonly cache: TokenCache<Entry>;
+  private readonly inflight = new Map<string, Promise<VerifyResult>>();
+  private readonly offline: OfflineVerifier | undefined;
+  private readonly rules: ClaimRules;
+  private readonly online: boolean;
+  private readonly revalidateMs: number;
+  private readonly missSource: VerifySource;
+  private readonly pruner: NodeJS.Timeout;
+
+  constructor(
+    private readonly broker: SidecarConfig['broker'],
+    private readonly keys: KeySource | undefined,
+    private readonly client: BrokerClient | undefined,
+    private readonly observer: VerifierObserver | undefined,
+    private readonly now: () => number,
+  ) {
+    const mode = broker.verify ?? 'hybrid';
+    this.rules = { issuer: broker.issuer || undefined, audience: broker.audience || undefined, leewayMs: durationMs(broker.leeway) };
+    this.offline =
+      mode === 'online' || !keys ? undefined : new OfflineVerifier(keys, { rules: this.rules, verifyDelegationChain: broker.verifyDelegationChain });
+    this.online = mode !== 'offline';
+    this.revalidateMs = durationMs(broker.revalidateAfter);
+    this.missSource = mode === 'online' ? 'online' : 'offline';
+    this.cache = new TokenCache<Entry>(broker.cacheSize);
+    this.pruner = setInterval(() => this.cache.prune(this.now()), PRUNE_INTERVAL_MS);
+    this.pruner.unref();
+  }
+
+  async verify(token: string): Promise<VerifyResult> {
+    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
+      return this.refuse(tokenInvalid(DETAIL.format), this.missSource);
+    }
+    const key = hash('sha256', token, 'binary');
+    const now = this.now();
+    const slot = this.cache.lookup(key);
+    let known: AgentIdentity | undefined;
+    if (slot !== -1) {
+      if (now >= this.cache.deadline(slot)) {
+        this.cache.delete(key);
+        return this.refuse(new SidecarError('token_expired', DETAIL.expired), 'cache');
+      }
+      const entry = this.cache.value(slot);
+      if (entry instanceof Refusal) return this.refuse(new SidecarError(entry.code, entry.detail), 'cache');
+      if (!this.online || now - this.cache.checkedAt(slot) < this.revalidateMs) {
+        this.observer?.verification('ok', 'cache');
+        return { identity: entry, source: 'cache' };
+      }
+      known = entry;
+    }
+    let pending = this.inflight.get(key);
+    if (!pending) {
+      const started = known ? this.revalidate(token, key, known) : this.firstSight(token, key, now);
+      const forget = () => {
+        if (this.inflight.get(key) === started) this.inflight.delete(key);
+      };
+      void started.then(forget, forget);
+      this.inflight.set(key, started);
+      pending = started;
+    }
+    try {
+      const result = await pending;
+      this.observer?.verification('ok', result.source);
+      return result;
+    } catch (e) {
+      const err = isSidecarError(e) ? e : tokenInvalid(DETAIL.format, e);
+      return this.refuse(err, this.failureSource(err.code));
+    }
+  }
+
+  /** A token not in the cache. Shared by every concurrent request with the same token. */
+  private async firstSight(token: string, key: string, now: number): Promise<VerifyResult> {
+    if (!this.offline) return this.onlineFirst(token, key, now);
+    const identity = await this.offline.verify(token, now);
+    // Cached before the broker call, so a failed call only costs the next request another call.
+    this.cache.set(key, identity, expiryDeadlineMs(identity.exp, this.rules.leewayMs), NEVER);
+    if (!this.online) return { identity, source: 'offline' };
+    return this.revalidate(token, key, identity);
+  }
+
+  /** Asks the broker about a token already known to be authentic. */
+  private async revalidate(token: string, key: string, identity: AgentIdentity): Promise<VerifyResult> {
+    const sentAt = this.now();
+    const answer = await this.ask(token);
+    const deadline = expiryDeadlineMs(identity.exp, this.rules.leewayMs);
+    if (!answer.valid) {
+      this.cache.set(key, REVOKED, deadline, NEVER);
+      throw new SidecarError(REVOKED.code, REVOKED.detail);
+    }
+    // The answer holds from when the question was sent, not from when it arrived.
+    this.cache.set(key, identity, deadline, sentAt);
+    return { identity, source: 'online' };
+  }
+
+  /** Online mode, first sight of a token: the broker's claims are the identity. */
+  private async onlineFirst(token: string, key: string, now: number): Promise<VerifyResult> {
+    const sentAt = this.now();
+    const answer = await this.ask(token);
+    if (!answer.valid) throw new SidecarError('token_invalid', ONLINE_INVALID);
+    const identity = identityFromClaims(answer.claims);
+    // The broker judged exp/nbf with its clock and does not check aud: enforce iss/aud and our exp.
+    checkClaims(identity, this.rules, now, false);
+    await this.checkChainOnline(token, answer);
+    this.cache.set(key, identity, expiryDeadlineMs(identity.exp, this.rules.leewayMs), sentAt);
+    return { identity, source: 'online' };
+  }
+
+  /** In online mode the raw payload is not at hand; the broker's answer re-encodes the chain with Go's encoder. */
+  private async checkChainOnline(token: string, answer: ValidateAnswer & { valid: true }): Promise<void> {
+    const chain = parseDelegationChain(answer.claims.delegation_chain);
+    if (!chain || !this.keys || !this.broker.verifyDelegationChain) return;
+    let brokerKey: KeyObject;
+    try {
+      brokerKey = await this.keys.resolve(decodeProtectedHeader(token));
+    } catch (e) {
+      throw isSidecarError(e) ? e : tokenInvalid(DETAIL.format, e);
+    }
+    const scopes = answer.claims.scope;
+    verifyDelegationChain(
+      {
+        chain,
+        chainJson: goJson(answer.claims.delegation_chain),
+        chainHash: typeof answer.claims.chain_hash === 'string' ? answer.claims.chain_hash : undefined,
+        tokenScopes: Array.isArray(scopes) ? (scopes as string[]) : [],
+      },
+      brokerKey,
+    );
+  }
+
+  private async ask(token: string): Promise<ValidateAnswer> {
+    const client = this.client as BrokerClient;
+    const started = process.hrtime.bigint();
+    let outcome: 'valid' | 'invalid' | 'error' = 'error';
+    try {
+      const answer = await client.validate(token);
+      outcome = answer.valid ? 'valid' : 'invalid';
+      return answer;
+    } finally {
+      this.observer?.revalidation(Number(process.hrtime.bigint() - started) / 1e9, outcome);
+    }
+  }
+
+  private failureSource(code: ErrorCode): VerifySource {
+    return code === 'token_revoked' || code === 'broker_unavailable' ? 'online' : this.missSource;
+  }
+
+  private refuse(err: SidecarError, source: VerifySource): never {
+    this.observer?.verification(OUTCOMES[err.code] ?? 'invalid', source);
+    throw err;
+  }
+
+  ready(): boolean {
+    return this.keys ? this.keys.ready() : true;
+  }
+
+  cacheSize(): number {
+    this.cache.prune(this.now());
+    return this.cache.size;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.pruner);
+    this.keys?.close();
+    this.cache.clear();
+    await this.client?.close();
+  }
+}
+
+/**
+ * Builds the verifier for a resolved broker config (verify set, key paths absolute).
+ * offline/hybrid need a key (publicKeyFile, jwksFile or jwksUrl); online/hybrid need broker.url.
+ */
+export async function createTokenVerifier(broker: SidecarConfig['broker'], opts: VerifierOptions = {}): Promise<TokenVerifier> {
+  const mode = broker.verify ?? (broker.publicKeyFile || broker.jwksFile || broker.jwksUrl ? 'hybrid' : 'online');
+  if (mode !== 'online' && !broker.publicKeyFile && !broker.jwksFile && !broker.jwksUrl) {
+    throw new Error(`broker.verify ${mode} needs broker.publicKeyFile, broker.jwksFile or broker.jwksUrl`);
+  }
+  if (mode !== 'offline' && !broker.url) throw new Error(`broker.verify ${mode} needs broker.url`);
+  const keys = await loadKeySource(broker);
+  const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, durationMs(broker.timeout));
+  return new Verifier({ ...broker, verify: mode }, keys, client, opts.observer, opts.now ?? Date.now);
+}

@@ -1,0 +1,109 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { computeKid, loadPemPublicKey } from '../../src/auth/keys.js';
+import { createTokenVerifier } from '../../src/auth/verifier.js';
+import type { SidecarError } from '../../src/errors.js';
+import { agentToken, brokerConfig, KID, nowSeconds, privateKey, publicKey, writeKeyFiles } from './helpers.js';
+
+const dir = t.testdir({});
+const files = writeKeyFiles(dir);
+const other = generateKeyPairSync('ed25519');
+const otherKid = computeKid(other.publicKey);
+const jwk = (k = publicKey) => k.export({ format: 'jwk' });
+const header = (kid?: string) => JSON.stringify(kid === undefined ? { alg: 'EdDSA', typ: 'JWT' } : { alg: 'EdDSA', typ: 'JWT', kid });
+const token = (kid?: string, key = other.privateKey) => agentToken({ exp: nowSeconds() + 60 }, key, header(kid));
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return (e as SidecarError).code;
+  }
+}
+
+t.test('a PKCS#8 private key file yields only its public key', async (t) => {
+  const k = await loadPemPublicKey(files.pkcs8);
+  t.equal(k.type, 'public');
+  t.equal(computeKid(k), KID);
+});
+
+t.test('JWKS file: keys selected by kid or thumbprint', async (t) => {
+  const file = join(dir, 'two.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      keys: [
+        { ...jwk(), kid: 'broker-2027' },
+        jwk(other.publicKey),
+        { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA', kid: 'ignored' },
+        { ...jwk(generateKeyPairSync('ed25519').publicKey), use: 'enc', kid: 'enc-key' },
+      ],
+    }),
+  );
+  const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksFile: file }));
+  t.teardown(() => v.close());
+  t.equal(await code(v.verify(token('broker-2027', privateKey))), 'ok', 'selected by its JWKS kid');
+  t.equal(await code(v.verify(token(KID, privateKey))), 'ok', 'the same key selected by its thumbprint');
+  t.equal(await code(v.verify(token('broker-2027'))), 'token_invalid', 'kid names one key, signed by another');
+  t.equal(await code(v.verify(token(otherKid))), 'ok', 'JWK without kid matched by its thumbprint');
+  t.equal(await code(v.verify(token('nope'))), 'token_invalid', 'unknown kid');
+  t.equal(await code(v.verify(token(undefined))), 'token_invalid', 'no kid and several keys: ambiguous');
+  t.equal(await code(v.verify(token('enc-key'))), 'token_invalid', 'encryption key is not used');
+
+  const single = join(dir, 'one.json');
+  writeFileSync(single, JSON.stringify({ keys: [jwk(other.publicKey)] }));
+  const v1 = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksFile: single }));
+  t.equal(await code(v1.verify(token(undefined))), 'ok', 'no kid and exactly one key');
+  await v1.close();
+
+  const empty = join(dir, 'empty.json');
+  writeFileSync(empty, JSON.stringify({ keys: [{ kty: 'EC' }] }));
+  await t.rejects(createTokenVerifier(brokerConfig({ verify: 'offline', jwksFile: empty })), /no Ed25519 signing key/);
+  const notJson = join(dir, 'bad.json');
+  writeFileSync(notJson, '{');
+  await t.rejects(createTokenVerifier(brokerConfig({ verify: 'offline', jwksFile: notJson })), /not valid JSON/);
+});
+
+t.test('JWKS URL: not ready until the first fetch succeeds', async (t) => {
+  let up = false;
+  let fetches = 0;
+  const server = createServer((_req, res) => {
+    fetches++;
+    if (!up) {
+      res.writeHead(503).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [{ ...jwk(other.publicKey), kid: otherKid }] }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksUrl: url, timeout: '500ms' }));
+  t.teardown(() => v.close());
+  t.equal(v.ready(), false);
+  t.equal(await code(v.verify(token(otherKid))), 'broker_unavailable', 'no key yet: refuse, never allow');
+  up = true;
+  const started = Date.now();
+  while (!v.ready() && Date.now() - started < 5000) await sleep(50);
+  t.equal(v.ready(), true, 'retried in the background until the key set loaded');
+  t.equal(await code(v.verify(token(otherKid))), 'ok');
+  t.equal(await code(v.verify(token(KID, privateKey))), 'token_invalid', 'kid not in the set');
+  t.ok(fetches >= 2);
+});
+
+t.test('JWKS URL unreachable: not ready, refuses', async (t) => {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksUrl: `http://127.0.0.1:${port}/jwks`, timeout: '300ms' }));
+  t.teardown(() => v.close());
+  t.equal(v.ready(), false);
+  t.equal(await code(v.verify(token(otherKid))), 'broker_unavailable');
+});

@@ -1,0 +1,196 @@
+import { createHash, sign } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { goJson } from '../../src/auth/delegation.js';
+import { createTokenVerifier } from '../../src/auth/verifier.js';
+import type { SidecarError } from '../../src/errors.js';
+import { agentToken, brokerConfig, nowSeconds, privateKey, recorder, signJwt, startFakeBroker, writeKeyFiles } from './helpers.js';
+
+const files = writeKeyFiles(t.testdir({}));
+const fresh = (extra: Partial<Parameters<typeof agentToken>[0]> = {}) => agentToken({ exp: nowSeconds() + 300, ...extra });
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return (e as SidecarError).code;
+  }
+}
+
+t.test('hybrid: a token the broker starts refusing is refused within revalidateAfter', async (t) => {
+  const broker = await startFakeBroker('valid');
+  t.teardown(() => broker.close());
+  const rec = recorder();
+  const v = await createTokenVerifier(
+    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, revalidateAfter: '200ms', timeout: '500ms' }),
+    { observer: rec.observer },
+  );
+  t.teardown(() => v.close());
+  const token = fresh();
+  t.equal((await v.verify(token)).source, 'online', 'first use asks the broker');
+  t.equal((await v.verify(token)).source, 'cache');
+  t.equal(broker.calls, 1);
+
+  broker.mode = 'invalid';
+  const switched = Date.now();
+  let refusedWith = '';
+  while (Date.now() - switched < 2000) {
+    refusedWith = await code(v.verify(token));
+    if (refusedWith !== 'ok') break;
+    await sleep(20);
+  }
+  const took = Date.now() - switched;
+  t.equal(refusedWith, 'token_revoked');
+  t.ok(took <= 200 + 150, `refused ${took} ms after the broker changed its answer`);
+  const calls = broker.calls;
+  t.equal(await code(v.verify(token)), 'token_revoked', 'still refused');
+  t.equal(broker.calls, calls, 'the revocation is cached: no further broker call');
+  t.ok(rec.verifications.includes('revoked/online'));
+  t.ok(rec.verifications.includes('revoked/cache'));
+  t.same(rec.revalidations.slice(0, 1), ['valid']);
+  t.equal(rec.revalidations.at(-1), 'invalid');
+});
+
+t.test('hybrid: valid:false on first sight after a good offline check is token_revoked', async (t) => {
+  const broker = await startFakeBroker('invalid');
+  t.teardown(() => broker.close());
+  const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki }));
+  t.teardown(() => v.close());
+  const e = await v.verify(fresh()).catch((x: SidecarError) => x);
+  t.equal((e as SidecarError).code, 'token_revoked');
+  t.equal((e as SidecarError).detail, 'token has been revoked or released');
+  t.equal(await code(v.verify('garbage.token.here')), 'token_invalid', 'a forged token never reaches the broker');
+  t.equal(broker.calls, 1);
+});
+
+t.test('online mode: broker answer is the identity, cached for revalidateAfter', async (t) => {
+  const broker = await startFakeBroker('valid');
+  t.teardown(() => broker.close());
+  const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', revalidateAfter: '150ms', timeout: '500ms' }));
+  t.teardown(() => v.close());
+  t.equal(v.ready(), true, 'no key needed');
+  const token = fresh({ sub: 'spiffe://agentwrit.local/agent/o/t/0000000000000001', scope: ['read:billing:customer-1'] });
+  const first = await v.verify(token);
+  t.equal(first.source, 'online');
+  t.equal(first.identity.sub, 'spiffe://agentwrit.local/agent/o/t/0000000000000001');
+  t.same(first.identity.scopes, ['read:billing:customer-1']);
+  t.equal((await v.verify(token)).source, 'cache');
+  t.equal(broker.calls, 1);
+  await sleep(170);
+  t.equal((await v.verify(token)).source, 'online', 'asked again once the answer is older than revalidateAfter');
+  t.equal(broker.calls, 2);
+
+  broker.mode = 'invalid';
+  t.equal(await code(v.verify(fresh())), 'token_invalid', 'valid:false for an unknown token is token_invalid');
+  await sleep(170);
+  t.equal(await code(v.verify(token)), 'token_revoked', 'a token the broker confirmed before and now refuses is revoked');
+});
+
+t.test('audience is enforced even when the broker says valid', async (t) => {
+  const broker = await startFakeBroker('valid');
+  t.teardown(() => broker.close());
+  for (const mode of ['online', 'hybrid'] as const) {
+    const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, audience: 'sidecar-a' }));
+    t.equal(await code(v.verify(fresh({ aud: ['sidecar-b'] }))), 'token_invalid', `${mode}: other audience`);
+    t.equal(await code(v.verify(fresh())), 'token_invalid', `${mode}: no aud at all`);
+    t.equal(await code(v.verify(fresh({ aud: ['sidecar-a'] }))), 'ok', `${mode}: our audience`);
+    await v.close();
+  }
+  const issuer = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', issuer: 'https://broker.example' }));
+  t.equal(await code(issuer.verify(fresh({ iss: 'https://other.example' }))), 'token_invalid', 'issuer enforced online too');
+  await issuer.close();
+});
+
+t.test('broker trouble fails closed with broker_unavailable', async (t) => {
+  for (const mode of ['online', 'hybrid'] as const) {
+    const broker = await startFakeBroker('valid');
+    const rec = recorder();
+    const v = await createTokenVerifier(
+      brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, timeout: '200ms', revalidateAfter: '2s' }),
+      { observer: rec.observer },
+    );
+    for (const trouble of ['error500', 'badjson', 'slow', 'hang'] as const) {
+      broker.mode = trouble;
+      const started = Date.now();
+      const e = (await v.verify(fresh()).catch((x) => x)) as SidecarError;
+      t.equal(e.code, 'broker_unavailable', `${mode}/${trouble}`);
+      t.equal(e.status, 503);
+      t.ok(Date.now() - started < 900, `${mode}/${trouble}: within the timeout`);
+    }
+    broker.mode = 'valid';
+    const token = fresh();
+    t.equal(await code(v.verify(token)), 'ok', `${mode}: recovers with the broker`);
+    await broker.close();
+    t.equal(await code(v.verify(fresh())), 'broker_unavailable', `${mode}: broker down (connection refused)`);
+    t.ok(rec.verifications.includes('unavailable/online'));
+    t.ok(rec.revalidations.includes('error'));
+    await v.close();
+  }
+});
+
+t.test('hybrid: a stale entry is not served when the broker is down', async (t) => {
+  const broker = await startFakeBroker('valid');
+  let now = Date.now();
+  const v = await createTokenVerifier(
+    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, timeout: '200ms', revalidateAfter: '1s' }),
+    { now: () => now },
+  );
+  t.teardown(() => v.close());
+  const token = fresh();
+  t.equal(await code(v.verify(token)), 'ok');
+  await broker.close();
+  now += 500;
+  t.equal((await v.verify(token)).source, 'cache', 'inside the window the cached answer stands');
+  now += 600;
+  t.equal(await code(v.verify(token)), 'broker_unavailable', 'past the window, no answer means no');
+});
+
+t.test('single flight: concurrent requests with one token share one broker call', async (t) => {
+  const broker = await startFakeBroker('valid');
+  t.teardown(() => broker.close());
+  broker.delayMs = 80;
+  for (const mode of ['online', 'hybrid'] as const) {
+    let now = Date.now();
+    const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, revalidateAfter: '1s' }), {
+      now: () => now,
+    });
+    const token = fresh();
+    const before = broker.calls;
+    const first = await Promise.all(Array.from({ length: 25 }, () => v.verify(token)));
+    t.equal(broker.calls - before, 1, `${mode}: 25 cold requests, one validate call`);
+    t.ok(first.every((r) => r.identity.jti === first[0].identity.jti));
+    now += 1500;
+    const again = await Promise.all(Array.from({ length: 25 }, () => v.verify(token)));
+    t.equal(broker.calls - before, 2, `${mode}: 25 requests needing revalidation, one more call`);
+    t.ok(again.every((r) => r.source === 'online'));
+    const other = fresh();
+    await Promise.all([v.verify(other), v.verify(fresh()), v.verify(other)]);
+    t.equal(broker.calls - before, 4, `${mode}: different tokens are not merged`);
+    await v.close();
+  }
+});
+
+t.test('online mode checks a delegation chain with the key when one is configured', async (t) => {
+  const broker = await startFakeBroker('valid');
+  t.teardown(() => broker.close());
+  const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', publicKeyFile: files.spki }));
+  t.teardown(() => v.close());
+  const at = '2027-01-15T12:00:00.5Z';
+  const root = 'spiffe://agentwrit.local/agent/o/t/aaaa';
+  const scope = ['read:data:a<b>&c', 'read:data:*'];
+  const signature = sign(null, Buffer.from(`${root}|${scope.join(',')}|${at}`), privateKey).toString('hex');
+  const chain = [{ agent: root, scope, delegated_at: at, signature }];
+  const build = (c: unknown[], hash?: string) => {
+    const json = goJson(c);
+    const h = hash ?? createHash('sha256').update(json).digest('hex');
+    return signJwt(
+      `{"iss":"","sub":"spiffe://agentwrit.local/agent/o/t/bbbb","exp":${nowSeconds() + 60},"nbf":0,"iat":0,"jti":"j${Math.random()}","scope":["read:data:x"],"delegation_chain":${json},"chain_hash":"${h}"}`,
+    );
+  };
+  const ok = await v.verify(build(chain));
+  t.equal(ok.identity.chainRoot, root);
+  t.equal(ok.identity.delegationDepth, 1);
+  t.equal(await code(v.verify(build([{ ...chain[0], signature: '00'.repeat(64) }]))), 'token_invalid', 'bad record signature');
+  t.equal(await code(v.verify(build(chain, 'ab'.repeat(32)))), 'token_invalid', 'bad chain_hash');
+});
