@@ -1,0 +1,68 @@
+/**
+ * Launch tokens, from the admin route (no ceiling, no scope format check) and the app route
+ * (scopes must stay within the app's ceiling). One handler serves both, as in the broker: the
+ * caller kind comes from the token subject.
+ */
+import { randomBytes } from 'node:crypto';
+import { firstUncovered } from '../../auth/scope.js';
+import { fmtList } from '../context.js';
+import { bool, int, str, strings } from '../gojson.js';
+import { type BearerHandler, decodeBody } from '../http.js';
+import { badRequest, jsonReply, Problem } from '../problem.js';
+import { rfc3339Seconds } from '../timefmt.js';
+
+const DEFAULT_MAX_TTL = 300;
+const DEFAULT_LAUNCH_TTL = 30;
+
+export const createLaunchToken: BearerHandler = (ctx, req, claims) => {
+  const body = decodeBody(req, { agent_name: str, allowed_scope: strings, max_ttl: int, single_use: bool, ttl: int });
+  const deny = (detail: string): never => {
+    ctx.audit.record({ event_type: 'launch_token_denied', agent_id: claims.sub, detail: `launch token denied: ${detail}`, outcome: 'denied' });
+    throw badRequest(detail);
+  };
+  const agentName = body.agent_name ?? '';
+  const allowed = body.allowed_scope ?? [];
+  if (!agentName) deny('agent_name is required');
+  if (allowed.length === 0) deny('allowed_scope is required');
+  let appId = '';
+  if (claims.sub.startsWith('app:')) {
+    appId = claims.sub.slice('app:'.length);
+    // Status is not checked, as in the broker: a deregistered app's unexpired JWT still works here.
+    const app = ctx.apps.get(appId);
+    if (!app) throw new Problem(403, 'forbidden', 'app not found');
+    const over = firstUncovered(allowed, app.scopes);
+    if (over !== undefined) {
+      ctx.audit.record({
+        event_type: 'scope_ceiling_exceeded',
+        agent_id: claims.sub,
+        detail: `requested scope ${fmtList(allowed)} exceeds app ceiling ${fmtList(app.scopes)}`,
+        outcome: 'denied',
+      });
+      throw new Problem(403, 'forbidden', `requested scope exceeds app ceiling: ${over}`);
+    }
+  }
+  const maxTtl = body.max_ttl !== undefined && body.max_ttl > 0 ? body.max_ttl : DEFAULT_MAX_TTL;
+  const ttl = body.ttl !== undefined && body.ttl > 0 ? body.ttl : DEFAULT_LAUNCH_TTL;
+  const token = randomBytes(32).toString('hex');
+  const expiresAtMs = ctx.now() + ttl * 1000;
+  ctx.launchTokens.set(token, {
+    agent_name: agentName,
+    allowed_scope: [...allowed],
+    max_ttl: maxTtl,
+    single_use: body.single_use ?? true,
+    expires_at_ms: expiresAtMs,
+    app_id: appId,
+    created_by: claims.sub,
+  });
+  ctx.metrics.launchTokensCreated.inc();
+  ctx.audit.record({
+    event_type: 'launch_token_issued',
+    detail: `launch token issued: name=${agentName} scope=${fmtList(allowed)} max_ttl=${maxTtl} created_by=${claims.sub} app_id=${appId}`,
+    outcome: 'success',
+  });
+  return jsonReply(201, {
+    launch_token: token,
+    expires_at: rfc3339Seconds(expiresAtMs),
+    policy: { allowed_scope: allowed, max_ttl: maxTtl },
+  });
+};

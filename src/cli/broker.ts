@@ -1,0 +1,142 @@
+/**
+ * `agentwrit-sidecar broker`: runs the AgentWrit-compatible development broker until SIGINT or
+ * SIGTERM.
+ */
+import { DEFAULT_LISTEN, type RunningBroker, startBroker } from '../broker/index.js';
+import { createLogger } from '../telemetry/logger.js';
+import { flagString, parseArgs } from './args.js';
+
+const HELP = `Usage: agentwrit-sidecar broker [options]
+
+A DEVELOPMENT AND TEST BROKER - NOT A PRODUCTION BROKER.
+It speaks the AgentWrit v1 API (same request/response shapes, status codes and quirks as the real
+AgentWrit broker) so the sidecar can be developed, tested, demonstrated and run in CI without
+outside services. It has no TLS, no high availability and keeps state in one local file at most.
+For anything real, run an AgentWrit broker and point the sidecar at it.
+
+Options:
+  --listen HOST:PORT        listen address (default ${DEFAULT_LISTEN})
+  --signing-key FILE        Ed25519 PKCS#8 PEM signing key; created with mode 0600 if missing
+                            (default: a new in-memory key, so tokens die with the process)
+  --public-key-out FILE     write the public key (SPKI PEM) here for sidecars (broker.publicKeyFile)
+  --admin-secret SECRET     admin secret; prefer the environment variable AA_ADMIN_SECRET or
+                            AGENTWRIT_ADMIN_SECRET, command lines are visible to other users
+  --state FILE              keep apps, agents, revocations and the audit log across restarts
+                            (default: memory only)
+  --issuer ISS              "iss" of issued tokens, enforced on verification (AA_ISSUER)
+  --audience AUD            "aud" of issued tokens, enforced on Bearer endpoints (AA_AUDIENCE)
+  --trust-domain DOMAIN     SPIFFE trust domain of agent ids (default agentwrit.local)
+  --log-level LEVEL         request log level: info, warn, silent (default info)
+  --help, -h                this help
+
+Extension (not part of AgentWrit): GET /.well-known/jwks.json publishes the signing key as a JWK
+Set (OKP/Ed25519, kid = RFC 7638 thumbprint). Real AgentWrit brokers publish no key at all.
+Secrets are hashed with scrypt instead of bcrypt.
+`;
+
+const KNOWN = new Set([
+  'listen',
+  'signing-key',
+  'public-key-out',
+  'admin-secret',
+  'state',
+  'issuer',
+  'audience',
+  'trust-domain',
+  'log-level',
+  'help',
+]);
+
+export interface BrokerCommandIo {
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  env?: NodeJS.ProcessEnv;
+  /** Resolves to stop the broker (tests); by default SIGINT or SIGTERM does. */
+  stop?: Promise<unknown>;
+  onReady?: (broker: RunningBroker) => void;
+}
+
+function waitForSignal(): { promise: Promise<string>; dispose: () => void } {
+  let handler: (sig: string) => void = () => {};
+  const promise = new Promise<string>((resolve) => {
+    handler = resolve;
+  });
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return {
+    promise,
+    dispose: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
+
+export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {}): Promise<number> {
+  const out = io.stdout ?? process.stdout;
+  const err = io.stderr ?? process.stderr;
+  const env = io.env ?? process.env;
+  const args = parseArgs(argv, ['help']);
+  if (args.flags.has('help')) {
+    out.write(HELP);
+    return 0;
+  }
+  const unknown = [...args.flags.keys()].filter((k) => !KNOWN.has(k));
+  if (unknown.length > 0 || args.positionals.length > 0) {
+    err.write(`agentwrit-sidecar broker: unexpected argument ${unknown.length ? `--${unknown[0]}` : `"${args.positionals[0]}"`}\n\n${HELP}`);
+    return 2;
+  }
+  for (const k of args.flags.keys()) {
+    if (k !== 'help' && args.flags.get(k) === true) {
+      err.write(`agentwrit-sidecar broker: --${k} needs a value\n`);
+      return 2;
+    }
+  }
+  const adminSecret = flagString(args, 'admin-secret') ?? env.AA_ADMIN_SECRET ?? env.AGENTWRIT_ADMIN_SECRET ?? '';
+  if (!adminSecret) {
+    err.write('agentwrit-sidecar broker: an admin secret is required (--admin-secret, or AA_ADMIN_SECRET / AGENTWRIT_ADMIN_SECRET)\n');
+    return 2;
+  }
+  const level = flagString(args, 'log-level') ?? 'info';
+  const logger = createLogger(level, out);
+  const signingKeyFile = flagString(args, 'signing-key');
+  const stateFile = flagString(args, 'state');
+  const publicKeyOut = flagString(args, 'public-key-out');
+  const signal = io.stop ? undefined : waitForSignal();
+  let broker: RunningBroker;
+  try {
+    broker = await startBroker({
+      listen: flagString(args, 'listen'),
+      signingKeyFile,
+      publicKeyOut,
+      adminSecret,
+      stateFile,
+      issuer: flagString(args, 'issuer'),
+      audience: flagString(args, 'audience'),
+      trustDomain: flagString(args, 'trust-domain'),
+      logger,
+    });
+  } catch (e) {
+    signal?.dispose();
+    err.write(`agentwrit-sidecar broker: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+  out.write(
+    [
+      'agentwrit-sidecar broker: DEVELOPMENT/TEST BROKER - NOT FOR PRODUCTION USE',
+      `  AgentWrit v1 API on ${broker.url} (extension: ${broker.url}/.well-known/jwks.json)`,
+      `  signing key  ${signingKeyFile ?? 'in memory (tokens become unverifiable when this process stops)'}`,
+      `  kid          ${broker.kid}`,
+      ...(publicKeyOut ? [`  public key   ${publicKeyOut}`] : []),
+      `  state        ${stateFile ?? 'in memory'}`,
+      '  Ctrl-C stops the broker.',
+      '',
+    ].join('\n'),
+  );
+  io.onReady?.(broker);
+  await (io.stop ?? signal?.promise);
+  signal?.dispose();
+  await broker.close();
+  out.write('agentwrit-sidecar broker: stopped\n');
+  return 0;
+}

@@ -1,0 +1,93 @@
+/**
+ * `agentwrit-sidecar broker`: help text, argument errors, a run in-process, and a real process
+ * stopped by SIGTERM.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import t from 'tap';
+import type { RunningBroker } from '../../src/broker/index.js';
+import { runBrokerCommand } from '../../src/cli/broker.js';
+import { http } from './fixture.js';
+
+function capture(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  let buf = '';
+  stream.on('data', (c: Buffer) => {
+    buf += c.toString('utf8');
+  });
+  return { stream, text: () => buf };
+}
+
+t.test('--help says what it is for', async (t) => {
+  const out = capture();
+  t.equal(await runBrokerCommand(['--help'], { stdout: out.stream }), 0);
+  t.match(out.text(), /DEVELOPMENT AND TEST BROKER - NOT A PRODUCTION BROKER/);
+  t.match(out.text(), /Extension \(not part of AgentWrit\): GET \/\.well-known\/jwks\.json/);
+  for (const flag of ['--listen', '--signing-key', '--public-key-out', '--admin-secret', '--state', '--issuer', '--audience', '--trust-domain']) {
+    t.match(out.text(), flag);
+  }
+});
+
+t.test('argument errors', async (t) => {
+  const err = capture();
+  t.equal(await runBrokerCommand([], { stderr: err.stream, env: {} }), 2, 'no admin secret');
+  t.match(err.text(), /admin secret is required/);
+  t.equal(await runBrokerCommand(['--bogus', 'x'], { stderr: err.stream, env: {} }), 2);
+  t.equal(await runBrokerCommand(['--listen'], { stderr: err.stream, env: { AA_ADMIN_SECRET: 's' } }), 2, 'flag without value');
+  const bad = capture();
+  t.equal(await runBrokerCommand(['--listen', '127.0.0.1:0', '--admin-secret', 'change-me-in-production'], { stderr: bad.stream }), 1);
+  t.match(bad.text(), /placeholder/);
+});
+
+t.test('runs in-process until stopped', async (t) => {
+  const dir = t.testdir();
+  const out = capture();
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => {
+    stop = r;
+  });
+  let ready!: (b: RunningBroker) => void;
+  const readyP = new Promise<RunningBroker>((r) => {
+    ready = r;
+  });
+  const exit = runBrokerCommand(
+    ['--listen', '127.0.0.1:0', '--signing-key', `${dir}/k.pem`, '--public-key-out', `${dir}/pub.pem`, '--state', `${dir}/s.json`, '--log-level', 'silent'],
+    { stdout: out.stream, env: { AGENTWRIT_ADMIN_SECRET: 'from-env-secret' }, stop: stopped, onReady: ready },
+  );
+  const b = await readyP;
+  t.match(out.text(), /DEVELOPMENT\/TEST BROKER - NOT FOR PRODUCTION USE/);
+  t.match(out.text(), b.url);
+  t.match(out.text(), b.kid);
+  t.equal(readFileSync(`${dir}/pub.pem`, 'utf8'), b.publicKeyPem);
+  t.equal((await http(b.url, 'POST', '/v1/admin/auth', { json: { secret: 'from-env-secret' } })).status, 200, 'secret from the environment');
+  stop();
+  t.equal(await exit, 0);
+  t.match(out.text(), /stopped\n$/);
+  t.ok(existsSync(`${dir}/s.json`), 'state written before exit');
+});
+
+t.test('a real process exits 0 on SIGTERM', async (t) => {
+  const loader = process.execArgv.filter((a) => a.includes('typescript'));
+  const child = spawn(process.execPath, [...loader, 'src/cli/main.ts', 'broker', '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
+    env: { ...process.env, AA_ADMIN_SECRET: 'signal-test-secret' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /API on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`exited early with ${code}`)));
+  });
+  t.equal((await http(url, 'GET', '/v1/health')).status, 200);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  t.equal(await exited, 0);
+  t.match(out, /stopped/);
+});

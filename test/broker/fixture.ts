@@ -1,0 +1,60 @@
+/** Shared set-up for the broker tests: a broker on 127.0.0.1 port 0 and a raw HTTP helper. */
+import type { IncomingHttpHeaders } from 'node:http';
+import { request } from 'undici';
+import { type BrokerOptions, type RunningBroker, startBroker } from '../../src/broker/index.js';
+
+export const ADMIN_SECRET = 'test-admin-secret-0123456789';
+
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export async function withBroker(t: Teardown, opts: Partial<BrokerOptions> = {}): Promise<RunningBroker> {
+  const b = await startBroker({ listen: '127.0.0.1:0', adminSecret: ADMIN_SECRET, ...opts });
+  t.teardown(() => b.close());
+  return b;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  // biome-ignore lint/suspicious/noExplicitAny: test responses are inspected field by field
+  json: any;
+}
+
+export async function http(
+  base: string,
+  method: string,
+  path: string,
+  opts: { json?: unknown; body?: string | Buffer; headers?: Record<string, string>; token?: string } = {},
+): Promise<RawResponse> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body = opts.body;
+  if (opts.json !== undefined) {
+    body = JSON.stringify(opts.json);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body });
+  const text = await res.body.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.statusCode, headers: res.headers, text, json };
+}
+
+/** The decoded payload of a JWT (no verification). */
+// biome-ignore lint/suspicious/noExplicitAny: claims are inspected field by field
+export function payload(token: string): any {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8'));
+}
+
+export async function isValid(base: string, token: string): Promise<boolean> {
+  const r = await http(base, 'POST', '/v1/token/validate', { json: { token } });
+  if (r.status !== 200) throw new Error(`validate answered ${r.status}`);
+  return r.json.valid === true;
+}
