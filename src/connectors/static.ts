@@ -48,7 +48,6 @@ const FORBIDDEN_HEADERS = new Set([
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const NOT_LATIN1 = /[^\u0000-\u00ff]/;
 const LONE_SURROGATE = /\p{Cs}/u;
-// biome-ignore lint/suspicious/noTemplateCurlyInString: the literal placeholder of format strings
 const PLACEHOLDER = '${secret}';
 
 function checkSecret(value: string, source: SecretReader, forHeader: boolean): void {

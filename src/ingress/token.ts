@@ -20,7 +20,7 @@ function bearer(value: string | undefined): string | undefined {
 }
 
 function basicPassword(value: string | undefined): string | undefined {
-  if (!value || value.slice(0, 6).toLowerCase() !== 'basic ') return undefined;
+  if (value?.slice(0, 6).toLowerCase() !== 'basic ') return undefined;
   const decoded = Buffer.from(value.slice(6).trim(), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return decoded || undefined;

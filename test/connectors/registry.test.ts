@@ -5,7 +5,6 @@ import t from 'tap';
 import { type ConnectorInput, PolicyFileSchema } from '../../src/config/schema.js';
 import { ConnectorProvisionError, ConnectorRegistry, createConnector } from '../../src/connectors/registry.js';
 
-// biome-ignore lint/suspicious/noTemplateCurlyInString: the placeholder of connector format strings
 const PH = '${secret}';
 const dir = await mkdtemp(join(tmpdir(), 'aw-registry-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));

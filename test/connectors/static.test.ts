@@ -11,7 +11,6 @@ import { setQueryParam } from '../../src/connectors/static.js';
 import type { Connector, CredentialContext, OutboundRequest } from '../../src/connectors/types.js';
 import { SidecarError } from '../../src/errors.js';
 
-// biome-ignore lint/suspicious/noTemplateCurlyInString: the placeholder of connector format strings
 const PH = '${secret}';
 const dir = await mkdtemp(join(tmpdir(), 'aw-static-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));

@@ -42,7 +42,7 @@ export async function startTestSidecar(opts: {
   const policies = opts.policies ?? [BILLING_POLICY];
   const policyDir = join(dir, 'policies');
   mkdirSync(policyDir, { recursive: true });
-  policies.forEach((p, i) => writeFileSync(join(policyDir, `policy-${i}.yaml`), stringify(p)));
+  for (const [i, p] of policies.entries()) writeFileSync(join(policyDir, `policy-${i}.yaml`), stringify(p));
   const auditPath = join(dir, 'audit.jsonl');
   const config = {
     proxy: { listen: '127.0.0.1:0' },

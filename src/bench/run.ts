@@ -1,0 +1,226 @@
+/**
+ * `npm run bench`: direct-to-upstream versus through the sidecar (hybrid verification with cache,
+ * static credential injection, audit on), in one run on loopback. Not a test: it prints figures.
+ *
+ * Layout on a 2-core machine: the sidecar is pinned to CPU 1 (taskset), the load generator, the
+ * upstream and the broker to CPU 0. Saturation uses wrk (apt-get install wrk); the fixed-rate
+ * latency run is an open-loop generator in this process (1,000 req/s over keep-alive).
+ */
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Agent, Pool, request } from 'undici';
+import { stringify } from 'yaml';
+import { startBroker } from '../broker/index.js';
+import { issueAgentToken } from '../broker/client.js';
+
+const here = new URL('.', import.meta.url).pathname;
+const MAIN = resolve(here, '../cli/main.js');
+const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
+
+function has(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+function pinned(cpu: number, args: string[]): [string, string[]] {
+  return has('taskset') ? ['taskset', ['-c', String(cpu), ...args]] : [args[0], args.slice(1)];
+}
+
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+async function waitLine(child: ReturnType<typeof spawn>, pred: (line: string) => boolean, what: string): Promise<string> {
+  return new Promise((resolveP, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error(`${what} did not start: ${buf}`)), 15_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (const l of buf.split('\n')) {
+        if (pred(l)) {
+          clearTimeout(t);
+          resolveP(l);
+          return;
+        }
+      }
+    });
+    child.once('exit', () => reject(new Error(`${what} exited: ${buf}`)));
+  });
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Asynchronous on purpose: the broker the sidecar revalidates against lives in this process. */
+async function wrk(url: string, lua: string, dir: string): Promise<number> {
+  const script = join(dir, `wrk-${Math.random().toString(36).slice(2)}.lua`);
+  writeFileSync(script, lua);
+  const [cmd, args] = pinned(0, ['wrk', '-t1', '-c64', `-d${DURATION}s`, '-s', script, url]);
+  const { stdout: out } = await execFileAsync(cmd, args, { encoding: 'utf8' });
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  if (non2xx) throw new Error(`wrk saw ${non2xx[1]} error responses:\n${out}`);
+  return rps ? Number(rps[1]) : 0;
+}
+
+async function fixedRate(send: () => Promise<number>, rate: number, seconds: number): Promise<{ p50: number; p99: number; errors: number }> {
+  const lat: number[] = [];
+  let errors = 0;
+  const total = rate * seconds;
+  const start = performance.now();
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const t0 = performance.now();
+    pending.push(
+      send().then(
+        (status) => {
+          if (status !== 200) errors++;
+          lat.push(performance.now() - t0);
+        },
+        () => {
+          errors++;
+        },
+      ),
+    );
+  }
+  await Promise.all(pending);
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
+  return { p50: q(0.5), p99: q(0.99), errors };
+}
+
+async function main(): Promise<void> {
+  if (!has('wrk')) {
+    process.stderr.write('npm run bench needs wrk for the saturation runs: apt-get install wrk\n');
+    process.exit(2);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'agentwrit-bench-'));
+  const [ucmd, uargs] = pinned(0, [process.execPath, join(here, 'upstream-server.js')]);
+  const upstream = spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const upPort = Number((await waitLine(upstream, (l) => /^\d+$/.test(l.trim()), 'upstream')).trim());
+
+  const broker = await startBroker({ listen: '127.0.0.1:0', adminSecret: 'bench-admin-secret', publicKeyOut: join(dir, 'broker.pem') });
+  const token = await issueAgentToken(broker.url, 'bench-admin-secret', ['read:billing:customer-12345']);
+
+  writeFileSync(
+    join(dir, 'policy.yaml'),
+    stringify({
+      version: 'v1',
+      connectors: [{ name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, format: 'Bearer ${secret}' }],
+      routes: [{ id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' }],
+    }),
+  );
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  writeFileSync(
+    join(dir, 'sidecar.yaml'),
+    stringify({
+      proxy: { listen: `127.0.0.1:${proxyPort}` },
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      broker: { url: broker.url, verify: 'hybrid', publicKeyFile: join(dir, 'broker.pem'), revalidateAfter: '2s' },
+      policies: [join(dir, 'policy.yaml')],
+      audit: { path: join(dir, 'audit.jsonl') },
+      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upPort}` } },
+      log: { level: 'warn' },
+    }),
+  );
+  const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const [scmd, sargs] = pinned(1, [process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
+  const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+  await waitReady(adminPort);
+  const idleRss = rssKb(sidecar.pid as number);
+
+  const path = '/customers/12345/billing';
+  const directLua = `wrk.headers["Authorization"] = "Bearer bench-upstream-key"\n`;
+  const proxyLua = `wrk.path = "http://api.example.com${path}"\nwrk.headers["Host"] = "api.example.com"\nwrk.headers["Proxy-Authorization"] = "Bearer ${token}"\n`;
+
+  process.stdout.write(`warming up (${DURATION}s runs)...\n`);
+  await wrk(`http://127.0.0.1:${proxyPort}${path}`, proxyLua, dir);
+  const directRps = await wrk(`http://127.0.0.1:${upPort}${path}`, directLua, dir);
+  let peakRss = 0;
+  const sampler = setInterval(() => {
+    peakRss = Math.max(peakRss, rssKb(sidecar.pid as number));
+  }, 200);
+  const sidecarRps = await wrk(`http://127.0.0.1:${proxyPort}${path}`, proxyLua, dir);
+  clearInterval(sampler);
+  peakRss = Math.max(peakRss, rssKb(sidecar.pid as number));
+
+  const direct = new Agent({ connections: 32 });
+  const viaProxy = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 32 });
+  const directLat = await fixedRate(
+    async () => {
+      const r = await request(`http://127.0.0.1:${upPort}${path}`, { dispatcher: direct, headers: { authorization: 'Bearer bench-upstream-key' } });
+      await r.body.dump();
+      return r.statusCode;
+    },
+    1000,
+    DURATION,
+  );
+  const proxyLat = await fixedRate(
+    async () => {
+      const r = await viaProxy.request({
+        method: 'GET',
+        path: `http://api.example.com${path}`,
+        headers: { host: 'api.example.com', 'proxy-authorization': `Bearer ${token}` },
+      });
+      await r.body.dump();
+      return r.statusCode;
+    },
+    1000,
+    DURATION,
+  );
+
+  const f = (n: number) => n.toFixed(0).padStart(8);
+  const ms = (n: number) => `${n.toFixed(3)} ms`;
+  process.stdout.write(
+    [
+      '',
+      `agentwrit-sidecar benchmark (${DURATION}s per run, sidecar on 1 core, loopback)`,
+      `  saturation req/s      direct ${f(directRps)}   sidecar ${f(sidecarRps)}   ratio ${(sidecarRps / directRps).toFixed(2)}`,
+      `  1000 req/s p50        direct ${ms(directLat.p50)}   sidecar ${ms(proxyLat.p50)}`,
+      `  1000 req/s p99        direct ${ms(directLat.p99)}   sidecar ${ms(proxyLat.p99)}   (errors: direct ${directLat.errors}, sidecar ${proxyLat.errors})`,
+      `  sidecar RSS           idle ${(idleRss / 1024).toFixed(1)} MB   under load (peak) ${(peakRss / 1024).toFixed(1)} MB`,
+      '',
+    ].join('\n'),
+  );
+  await direct.close();
+  await viaProxy.close();
+  sidecar.kill('SIGTERM');
+  upstream.kill('SIGTERM');
+  await broker.close();
+}
+
+/** A port free right now on loopback (the sidecar binds it a moment later). */
+function freePort(): Promise<number> {
+  return new Promise((resolveP, reject) => {
+    const srv = createNetServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolveP(port));
+    });
+  });
+}
+
+async function waitReady(adminPort: number): Promise<void> {
+  for (let i = 0; i < 150; i++) {
+    const r = await request(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined);
+    if (r) {
+      await r.body.dump();
+      if (r.statusCode === 200) return;
+    }
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error('sidecar did not become ready');
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench failed: ${err.stack}\n`);
+  process.exit(1);
+});
