@@ -1,0 +1,149 @@
+{{- /*
+The sidecar's config.yaml, derived from values. Paths and listen addresses come from the pod layout
+below (not from values), so the file always agrees with the volumes the pod mounts:
+
+  /etc/agentwrit-sidecar/config.yaml        this file (ConfigMap, subPath; changes roll the pods)
+  /etc/agentwrit-sidecar/policies/          policy files (ConfigMap; hot-reloaded)
+  /etc/agentwrit-sidecar/broker/<key>       broker public key (Secret or ConfigMap)
+  /etc/agentwrit-sidecar/ca/ca.crt, ca.key  interception CA (existing Secret)
+  /var/run/agentwrit/ca/                    CA certificate + bundle written by the sidecar (emptyDir, read-only in the agent)
+  /var/run/agentwrit/secrets/<mountAs>/     connector Secrets
+  /var/lib/agentwrit-sidecar/audit/         audit log (emptyDir or PVC)
+  /tmp                                      emptyDir (HOME and TMPDIR of the image)
+*/ -}}
+
+{{- define "agentwrit-sidecar.paths" -}}
+config: /etc/agentwrit-sidecar/config.yaml
+policies: /etc/agentwrit-sidecar/policies
+brokerKeyDir: /etc/agentwrit-sidecar/broker
+caDir: /etc/agentwrit-sidecar/ca
+caOutDir: /var/run/agentwrit/ca
+caCert: /var/run/agentwrit/ca/ca.crt
+caBundle: /var/run/agentwrit/ca/ca-bundle.crt
+secretsDir: /var/run/agentwrit/secrets
+auditDir: /var/lib/agentwrit-sidecar/audit
+auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
+{{- end }}
+
+{{- define "agentwrit-sidecar.brokerConfig" -}}
+{{- $b := deepCopy .values.broker }}
+{{- $key := get $b "publicKey" | default dict }}
+{{- $_ := unset $b "publicKey" }}
+{{- $paths := include "agentwrit-sidecar.paths" . | fromYaml }}
+{{- if and (get $key "secretName") (get $key "configMapName") }}
+{{- fail "broker.publicKey: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if or (get $key "secretName") (get $key "configMapName") }}
+{{- $_ := set $b "publicKeyFile" (printf "%s/%s" $paths.brokerKeyDir (get $key "key" | default "broker-public.pem")) }}
+{{- end }}
+{{- $hasKey := or (get $b "publicKeyFile") (get $b "jwksUrl") }}
+{{- $verify := get $b "verify" | default "" }}
+{{- if and (has $verify (list "offline" "hybrid")) (not $hasKey) }}
+{{- fail (printf "broker.verify=%s needs the broker's public key: set broker.publicKey.secretName, broker.publicKey.configMapName or broker.jwksUrl" $verify) }}
+{{- end }}
+{{- if and (has $verify (list "online" "hybrid")) (not (get $b "url")) }}
+{{- fail (printf "broker.verify=%s needs broker.url" $verify) }}
+{{- end }}
+{{- if and (not $verify) (not $hasKey) (not (get $b "url")) }}
+{{- fail "broker: set broker.url (online verification) and/or the broker's public key" }}
+{{- end }}
+{{- toYaml $b }}
+{{- end }}
+
+{{- define "agentwrit-sidecar.configYaml" -}}
+{{- $v := .values }}
+{{- $paths := include "agentwrit-sidecar.paths" . | fromYaml }}
+{{- if eq (int $v.sidecar.ports.proxy) (int $v.sidecar.ports.admin) }}
+{{- fail "sidecar.ports.proxy and sidecar.ports.admin must differ" }}
+{{- end }}
+{{- $cfg := deepCopy (default dict $v.config) }}
+{{- $proxy := get $cfg "proxy" | default dict }}
+{{- /* Loopback only: nothing outside the pod may use the agent's proxy. */ -}}
+{{- $_ := set $proxy "listen" (printf "127.0.0.1:%d" (int $v.sidecar.ports.proxy)) }}
+{{- $_ := set $cfg "proxy" $proxy }}
+{{- /* All interfaces: kubelet probes and Prometheus reach the admin port on the pod IP. */ -}}
+{{- $_ := set $cfg "admin" (dict "listen" (printf "0.0.0.0:%d" (int $v.sidecar.ports.admin))) }}
+{{- $_ := set $cfg "broker" (include "agentwrit-sidecar.brokerConfig" . | fromYaml) }}
+{{- $_ := set $cfg "policies" (list $paths.policies) }}
+{{- $audit := get $cfg "audit" | default dict }}
+{{- $_ := set $audit "path" (ternary "-" $paths.auditFile $v.auditLog.stdout) }}
+{{- $_ := set $cfg "audit" $audit }}
+{{- $tls := get $cfg "tls" | default dict }}
+{{- if $v.ca.existingSecret.name }}
+{{- $_ := set $tls "caDir" $paths.caDir }}
+{{- end }}
+{{- $_ := set $tls "caCertOut" $paths.caCert }}
+{{- $_ := set $tls "bundleOut" $paths.caBundle }}
+{{- $_ := set $cfg "tls" $tls }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{- /* Hosts the inline policies govern: forward-proxy route hosts and pass-through hosts. */ -}}
+{{- define "agentwrit-sidecar.governedHosts" -}}
+{{- $hosts := list }}
+{{- range $file, $doc := .values.policies.files }}
+{{- range (get $doc "routes" | default list) }}
+{{- if get . "host" }}{{ $hosts = append $hosts (lower .host) }}{{ end }}
+{{- end }}
+{{- range (get $doc "passThrough" | default list) }}
+{{- $hosts = append $hosts (lower .host) }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $hosts) }}
+{{- end }}
+
+{{- /*
+NO_PROXY for the agent. It must never cover a host a policy governs, or the agent would reach that
+host directly (without the sidecar's credential, and without its policy): rendering fails instead.
+*/ -}}
+{{- define "agentwrit-sidecar.noProxy" -}}
+{{- $v := .values }}
+{{- $np := $v.proxyEnv.noProxy }}
+{{- $e := list }}
+{{- if $np.loopback }}
+{{- $e = concat $e (list "localhost" "127.0.0.1" "::1") }}
+{{- end }}
+{{- if $np.clusterDNS }}
+{{- $e = concat $e (list ".svc" (printf ".%s" $np.clusterDomain)) }}
+{{- end }}
+{{- if $np.kubernetesAPI }}
+{{- /* $(KUBERNETES_SERVICE_HOST) is expanded by the kubelet: in-cluster clients dial the API by that IP. */ -}}
+{{- $e = concat $e (list "kubernetes.default.svc" (printf "kubernetes.default.svc.%s" $np.clusterDomain) "kubernetes.default" "$(KUBERNETES_SERVICE_HOST)") }}
+{{- end }}
+{{- if $np.broker }}
+{{- range (list (get $v.broker "url") (get $v.broker "jwksUrl")) }}
+{{- if . }}{{ $e = append $e (urlParse .).hostname }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $e = uniq (concat $e $np.extra) }}
+{{- range $h := include "agentwrit-sidecar.governedHosts" . | fromJsonArray }}
+{{- $base := trimPrefix "*." $h }}
+{{- range $entry := $e }}
+{{- $n := lower $entry | trimPrefix "*" | trimPrefix "." }}
+{{- if or (eq $entry "*") (eq $base $n) (hasSuffix (printf ".%s" $n) $base) (and (hasPrefix "*." $h) (hasSuffix (printf ".%s" $base) $n)) }}
+{{- fail (printf "NO_PROXY entry %q covers %q, a host governed by the policies: the agent would bypass the sidecar. Remove it from proxyEnv.noProxy.extra or turn off the proxyEnv.noProxy switch that adds it." $entry $h) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "," $e }}
+{{- end }}
+
+{{- define "agentwrit-sidecar.validate" -}}
+{{- $v := .values }}
+{{- if $v.proxyEnv.proxy }}
+{{- $_ := include "agentwrit-sidecar.noProxy" . }}
+{{- end }}
+{{- if and $v.policies.existingConfigMap (gt (len $v.policies.files) 0) }}
+{{- fail "policies: set files or existingConfigMap, not both" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $v.secrets }}
+{{- if hasKey $seen .mountAs }}
+{{- fail (printf "secrets: mountAs %q is used twice" .mountAs) }}
+{{- end }}
+{{- $_ := set $seen .mountAs true }}
+{{- end }}
+{{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
+{{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
+{{- end }}
+{{- end }}

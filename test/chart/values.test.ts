@@ -1,0 +1,112 @@
+/**
+ * The chart's values contract: values.schema.json is generated from the sidecar's zod schemas and
+ * rejects unknown keys and wrong types; values that would break the pod or bypass the sidecar fail
+ * at render time with a clear message; every value is documented; secret values cannot be passed.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { parse as parseYaml } from 'yaml';
+import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, REPO_ROOT } from './lib/helm.js';
+import { renderValuesSchema, VALUES_SCHEMA_PATH } from './lib/values-schema.js';
+
+t.test('values.schema.json is the generated one (src/config/schema.ts and the chart agree)', async (t) => {
+  t.equal(readFileSync(VALUES_SCHEMA_PATH, 'utf8'), renderValuesSchema(), 'regenerate: node --import @tapjs/typescript/import test/chart/lib/values-schema.ts --write');
+});
+
+t.test('versions agree: Chart.yaml appVersion, package.json, the default image tag helper', async (t) => {
+  const chart = parseYaml(readFileSync(join(CHART_DIR, 'Chart.yaml'), 'utf8')) as { appVersion: string };
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const helpers = readFileSync(join(CHART_DIR, 'templates', '_helpers.tpl'), 'utf8');
+  t.equal(chart.appVersion, pkg.version, 'appVersion = package version');
+  t.match(helpers, `{{- define "agentwrit-sidecar.appVersion" -}}${chart.appVersion}{{- end }}`, 'helper carries the appVersion');
+});
+
+t.test('every value in values.yaml is documented in the chart README', async (t) => {
+  const values = parseYaml(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')) as Record<string, unknown>;
+  const readme = readFileSync(join(CHART_DIR, 'README.md'), 'utf8');
+  const leaves: string[] = [];
+  const walk = (node: unknown, path: string) => {
+    if (node && typeof node === 'object' && !Array.isArray(node) && Object.keys(node).length > 0) {
+      for (const [k, v] of Object.entries(node)) walk(v, path ? `${path}.${k}` : k);
+    } else leaves.push(path);
+  };
+  walk(values, '');
+  t.ok(leaves.length > 50, 'values walked');
+  t.same(
+    leaves.filter((p) => !readme.includes(`| \`${p}\` |`)),
+    [],
+    'README table has a row for every value',
+  );
+});
+
+const found = findHelm();
+if ('error' in found) {
+  t.fail(found.error);
+} else {
+  const helm = new Helm(found.path);
+  t.teardown(() => helm.dispose());
+
+  const refused = (t: Test, set: string[], pattern: RegExp, what: string, opts: { valuesFiles?: string[]; kubeVersion?: string } = {}) => {
+    const r = helm.template({ set, ...opts });
+    t.not(r.status, 0, `${what}: helm template fails`);
+    t.match(r.stderr, pattern, `${what}: the error says why`);
+    return r;
+  };
+
+  t.test('values.schema.json rejects unknown keys and wrong types', async (t) => {
+    refused(t, ['bogus=1'], /Additional property bogus is not allowed/, 'unknown top-level key');
+    refused(t, ['sidecar.resource.requests.cpu=1'], /Additional property resource is not allowed/, 'misspelt nested key');
+    refused(t, ['config.proxy.listen=0.0.0.0:15101'], /Additional property listen is not allowed/, 'chart-owned config key');
+    refused(t, ['config.logging.level=debug'], /Additional property logging is not allowed/, 'unknown sidecar config key');
+    refused(t, ['sidecar.ports.admin=abc'], /sidecar.ports.admin: Invalid type/, 'string port');
+    refused(t, ['workload.replicas=true'], /workload.replicas: Invalid type/, 'boolean replicas');
+    refused(t, ['broker.verify=sometimes'], /broker.verify/, 'unknown verification mode');
+    refused(t, ['config.audit.flushInterval=soon'], /config.audit.flushInterval/, 'bad duration');
+    refused(t, ['policies.files.a\\.yaml.version=v2'], /version/, 'policy document version');
+    refused(t, ['policies.files.a\\.txt.version=v1'], /a\.txt/, 'policy file name without .yaml');
+    refused(t, ['sidecar.nativeSidecar=maybe'], /nativeSidecar/, 'nativeSidecar mode');
+  });
+
+  t.test('secret values cannot be put into values', async (t) => {
+    const sentinel = 'sk-live-SENTINEL-9f27c1d4e8';
+    const attempts = [
+      ['secrets[0].name=billing', 'secrets[0].mountAs=billing', `secrets[0].value=${sentinel}`],
+      ['secrets[0].name=billing', 'secrets[0].mountAs=billing', `secrets[0].data.key=${sentinel}`],
+      [`sidecar.secretEnv[0].name=KEY`, 'sidecar.secretEnv[0].secretName=s', 'sidecar.secretEnv[0].key=k', `sidecar.secretEnv[0].value=${sentinel}`],
+      [`ca.existingSecret.key=${sentinel}`],
+      [`broker.publicKey.pem=${sentinel}`],
+      ['policies.files.p\\.yaml.version=v1', 'policies.files.p\\.yaml.connectors[0].name=c', 'policies.files.p\\.yaml.connectors[0].type=static', `policies.files.p\\.yaml.connectors[0].secret.value=${sentinel}`],
+    ];
+    for (const set of attempts) {
+      const r = helm.template({ set });
+      t.not(r.status, 0, `refused: ${set[set.length - 1].split('=')[0]}`);
+      t.notMatch(r.stdout + r.stderr, sentinel, 'the value is not echoed');
+    }
+    // By reference, the Secret's name is all the chart knows and renders.
+    const r = helm.template({ valuesFiles: [join(CI_VALUES_DIR, 'standalone-values.yaml')], set: ['sidecar.secretEnv[0].name=API_KEY', 'sidecar.secretEnv[0].secretName=api-credentials', 'sidecar.secretEnv[0].key=key'] });
+    t.equal(r.status, 0, 'references render');
+    t.match(r.stdout, /secretKeyRef:\s+name: api-credentials\s+key: key/, 'env comes from a secretKeyRef');
+    t.match(r.stdout, /secretName: billing-api-credentials/, 'connector Secret mounted by name');
+  });
+
+  t.test('render-time refusals', async (t) => {
+    const standalone = [join(CI_VALUES_DIR, 'standalone-values.yaml')];
+    refused(t, ['proxyEnv.noProxy.extra[0]=.example.com'], /NO_PROXY entry "\.example\.com" covers "api\.billing\.example\.com"/, 'NO_PROXY covering a governed host', { valuesFiles: standalone });
+    refused(t, ['proxyEnv.noProxy.extra[0]=api.weather.example.com'], /covers "api\.weather\.example\.com"/, 'NO_PROXY naming a governed host', { valuesFiles: standalone });
+    refused(t, ['proxyEnv.noProxy.extra[0]=*'], /NO_PROXY entry "\*"/, 'NO_PROXY=*', { valuesFiles: standalone });
+    refused(t, ['policies.files.svc\\.yaml.version=v1', 'policies.files.svc\\.yaml.passThrough[0].host=ledger.finance.svc.cluster.local', 'policies.files.svc\\.yaml.passThrough[0].scopes[0]=read:ledger:*'], /covers "ledger\.finance\.svc\.cluster\.local"/, 'in-cluster governed host with cluster DNS bypass on');
+    const ok = helm.template({ set: ['proxyEnv.noProxy.clusterDNS=false', 'policies.files.svc\\.yaml.version=v1', 'policies.files.svc\\.yaml.passThrough[0].host=ledger.finance.svc.cluster.local', 'policies.files.svc\\.yaml.passThrough[0].scopes[0]=read:ledger:*'] });
+    t.equal(ok.status, 0, 'in-cluster governed host renders once the cluster DNS bypass is off', { stderr: ok.stderr });
+    refused(t, ['sidecar.nativeSidecar=auto'], /workload\.kind=Job needs a native sidecar/, 'Job without native sidecar on 1.28', { valuesFiles: [join(CI_VALUES_DIR, 'job-values.yaml')], kubeVersion: '1.28.0' });
+    t.equal(helm.template({ set: ['sidecar.nativeSidecar=auto'], valuesFiles: [join(CI_VALUES_DIR, 'job-values.yaml')], kubeVersion: '1.29.0' }).status, 0, 'Job with auto on 1.29');
+    refused(t, ['broker.verify=offline'], /broker\.verify=offline needs the broker's public key/, 'offline without key');
+    refused(t, ['broker.verify=hybrid', 'broker.url=null', 'broker.publicKey.secretName=k'], /broker\.verify=hybrid needs broker\.url/, 'hybrid without url');
+    refused(t, ['broker.publicKey.secretName=a', 'broker.publicKey.configMapName=b'], /not both/, 'key from two places');
+    refused(t, ['policies.existingConfigMap=p', 'policies.files.a\\.yaml.version=v1'], /files or existingConfigMap/, 'two policy sources');
+    refused(t, ['secrets[0].name=a', 'secrets[0].mountAs=x', 'secrets[1].name=b', 'secrets[1].mountAs=x'], /mountAs "x" is used twice/, 'duplicate mountAs');
+    refused(t, ['sidecar.ports.admin=15101'], /must differ/, 'same port twice');
+    refused(t, ['pdb.enabled=true', 'pdb.maxUnavailable=1'], /minAvailable or maxUnavailable, not both/, 'both PDB bounds');
+    t.equal(helm.template({ set: ['pdb.enabled=true', 'pdb.minAvailable=null', 'pdb.maxUnavailable=50%'] }).status, 0, 'maxUnavailable alone renders');
+  });
+}
