@@ -8,12 +8,16 @@ import { openAuditSink } from './audit/sink.js';
 import { createTokenVerifier } from './auth/verifier.js';
 import type { LoadedConfig } from './config/load.js';
 import { durationMs } from './config/schema.js';
+import { createConnectHandler } from './ingress/connect.js';
+import { Interceptor } from './ingress/intercept.js';
+import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
 import { PolicyReloader } from './runtime/reloader.js';
 import type { Generation, Runtime } from './runtime/types.js';
 import { createLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
+import { startTlsRuntime, type TlsRuntime } from './tls/runtime.js';
 import { Forwarder } from './upstream/forwarder.js';
 
 export interface StartOptions {
@@ -21,12 +25,14 @@ export interface StartOptions {
   logger?: Logger;
   /** Collect process-level metrics (off in tests that start many sidecars in one process). */
   processMetrics?: boolean;
-  /** Extra CONNECT/upgrade wiring, installed on the proxy server once it exists. */
+  /** Extra wiring, installed on the proxy server once CONNECT and upgrade handling are. */
   onProxyServer?: (server: Server, rt: Runtime) => void | Promise<void>;
 }
 
 export interface SidecarHandle {
   runtime: Runtime;
+  /** The interception CA and leaf cache. */
+  tls: TlsRuntime;
   proxyPort: number;
   adminPort: number;
   proxyUrl: string;
@@ -68,6 +74,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   const logger = opts.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ processMetrics: opts.processMetrics });
   let generation: Generation | undefined;
+  // First: a CA that cannot be loaded is a configuration error, found before anything is opened.
+  const tls = await startTlsRuntime(config.tls, { metrics, logger });
 
   const audit = await openAuditSink({
     path: config.audit.path,
@@ -100,6 +108,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     applied(await buildGeneration(1, config.policies, loaded.baseDir, env));
     metrics.policyReloads.inc({ result: 'success' });
   } catch (err) {
+    tls.close();
     await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
     throw err;
   }
@@ -118,6 +127,15 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   const sockets = new Set<Socket>();
   let inflight = 0;
   let drained: (() => void) | undefined;
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    inflight++;
+    if (rt.draining) res.setHeader('connection', 'close');
+    res.once('close', () => {
+      inflight--;
+      if (inflight === 0 && drained) drained();
+    });
+    handler(req, res);
+  };
   const proxy = createServer(
     {
       maxHeaderSize: config.proxy.maxHeaderBytes,
@@ -125,15 +143,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       keepAliveTimeout: durationMs(config.proxy.keepAliveTimeout),
       requestTimeout: 0,
     },
-    (req: IncomingMessage, res: ServerResponse) => {
-      inflight++;
-      if (rt.draining) res.setHeader('connection', 'close');
-      res.once('close', () => {
-        inflight--;
-        if (inflight === 0 && drained) drained();
-      });
-      handler(req, res);
-    },
+    onRequest,
   );
   proxy.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -144,11 +154,12 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });
+  // Requests inside intercepted tunnels and WebSocket upgrades run the same pipeline and counting.
+  const onUpgrade = createUpgradeHandler(rt);
+  const interceptor = new Interceptor({ rt, onRequest, onUpgrade });
+  proxy.on('connect', createConnectHandler({ rt, tls, interceptor }));
+  proxy.on('upgrade', onUpgrade);
   if (opts.onProxyServer) await opts.onProxyServer(proxy, rt);
-  else {
-    // Until CONNECT/upgrade handling is installed, refuse rather than leave sockets hanging.
-    proxy.on('connect', (_req, socket: Socket) => socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n'));
-  }
 
   const admin = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -210,6 +221,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     reloader.stop();
     proxy.close();
     admin.close();
+    interceptor.close();
+    tls.close();
     await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
     throw err;
   }
@@ -229,6 +242,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         });
       }
       proxy.closeAllConnections();
+      interceptor.close();
+      tls.close();
       for (const s of sockets) s.destroy();
       await forwarder.close();
       await audit.close();
@@ -244,6 +259,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
 
   return {
     runtime: rt,
+    tls,
     proxyPort,
     adminPort,
     proxyUrl: urlOf(config.proxy.listen, proxyPort),

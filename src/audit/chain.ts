@@ -58,6 +58,7 @@ export function lineWithHash(canonical: string, hash: string): string {
 /** Every event key, by value type. A new AuditEvent field fails to compile until it is added here. */
 const EVENT_STRING_KEYS = [
   'chain_root',
+  'close_reason',
   'connector',
   'decision',
   'error_code',
@@ -65,6 +66,7 @@ const EVENT_STRING_KEYS = [
   'jti',
   'method',
   'orch_id',
+  'outcome',
   'path_template',
   'policy_digest',
   'raw_path',
@@ -81,6 +83,7 @@ const EVENT_NUMBER_KEYS = [
   'deleg_depth',
   'duration_ms',
   'generation',
+  'port',
   'upstream_status',
 ] as const satisfies readonly (keyof AuditEvent)[];
 type Unlisted = Exclude<keyof AuditEvent, (typeof EVENT_STRING_KEYS)[number] | (typeof EVENT_NUMBER_KEYS)[number] | 'scopes'>;

@@ -1,6 +1,7 @@
 /** One decision, as handed to the audit sink. The sink adds seq, prev_hash and hash. */
 export interface AuditEvent {
-  type: 'request' | 'config_applied' | 'tunnel';
+  /** tunnel: a CONNECT decision; tunnel_closed: the end of an allowed tunnel or WebSocket. */
+  type: 'request' | 'config_applied' | 'tunnel' | 'tunnel_closed';
   time: string;
   request_id?: string;
   sub?: string;
@@ -21,8 +22,15 @@ export interface AuditEvent {
   connector?: string;
   upstream_status?: number;
   duration_ms?: number;
+  /** Tunnels: bytes from the agent towards the upstream, and back. */
   bytes_in?: number;
   bytes_out?: number;
+  /** Tunnels: what was decided (intercepted, passed_through, refused) or spliced (websocket). */
+  outcome?: 'intercepted' | 'passed_through' | 'refused' | 'websocket';
+  /** Tunnels: the CONNECT port (host holds the host alone, as for requests). */
+  port?: number;
+  /** tunnel_closed: why it ended (client_closed, upstream_closed, idle_timeout, sni_mismatch, ...). */
+  close_reason?: string;
   /** config_applied */
   generation?: number;
   policy_digest?: string;

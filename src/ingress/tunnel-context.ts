@@ -8,6 +8,11 @@ export interface TunnelContext {
   /** CONNECT authority: requests inside must target exactly this host and port (no domain fronting). */
   host: string;
   port: number;
+  /**
+   * What the tunnel carries: TLS terminated by the sidecar (https, the default) or plain HTTP sent
+   * inside the tunnel, as clients that tunnel http:// URLs do (http).
+   */
+  scheme?: 'http' | 'https';
   /** Token authenticated on the CONNECT, used when a request inside carries none of its own. */
   token?: string;
   /** Request id of the CONNECT, to tie inner requests to the tunnel in logs. */

@@ -8,10 +8,10 @@ import { firstUncovered } from '../auth/scope.js';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
 import { canonicalizeForward, canonicalizeOrigin, checkFraming } from '../ingress/canonical.js';
-import { tunnelContextOf } from '../ingress/tunnel-context.js';
+import { type TunnelContext, tunnelContextOf } from '../ingress/tunnel-context.js';
 import { AGENT_CREDENTIAL_HEADERS, extractToken } from '../ingress/token.js';
 import type { CanonicalRequest, RouteMatch } from '../policy/types.js';
-import type { Runtime } from '../runtime/types.js';
+import type { Generation, Runtime } from '../runtime/types.js';
 import { stripHopByHop } from '../upstream/forwarder.js';
 import { recordDecision } from './record.js';
 import { sendProblem, toSidecarError } from './respond.js';
@@ -71,60 +71,90 @@ function hasBody(req: IncomingMessage, max: number): boolean {
   return true;
 }
 
+/** What the decision stages produce: the outbound request with the credential applied. */
+export interface PreparedRequest {
+  out: OutboundRequest;
+  match: RouteMatch;
+  withBody: boolean;
+}
+
+function canonicalize(req: IncomingMessage, gen: Generation): CanonicalRequest | undefined {
+  const tunnel = tunnelContextOf(req.socket);
+  const target = req.url ?? '';
+  const method = req.method ?? 'GET';
+  if (tunnel?.scheme === 'http') return canonicalizePlainTunnel(method, target, req.headers, tunnel);
+  if (tunnel) return canonicalizeOrigin(method, target, req.headers, { kind: 'intercepted', host: tunnel.host, port: tunnel.port });
+  if (target.startsWith('/')) {
+    return canonicalizeOrigin(method, target, req.headers, {
+      kind: 'reverse',
+      mounts: gen.policy.matcher.mounts(),
+      upstreamOf: (m) => gen.mountUpstreams.get(m)!,
+    });
+  }
+  return canonicalizeForward(method, target, req.headers);
+}
+
+/**
+ * Plain HTTP inside a CONNECT tunnel (clients that tunnel http:// URLs too): read as the absolute
+ * URL it stands for, so the Host header is checked against the CONNECT authority with port 80 as
+ * the default, exactly as for an absolute-form request.
+ */
+function canonicalizePlainTunnel(method: string, target: string, headers: IncomingMessage['headers'], t: TunnelContext): CanonicalRequest {
+  if (target.charCodeAt(0) !== 47) throw new SidecarError('bad_request', 'expected an origin-form request target (/path)');
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  const canon = canonicalizeForward(method, `http://${host}:${t.port}${target}`, headers);
+  canon.kind = 'intercepted';
+  return canon;
+}
+
+/**
+ * The decision stages shared by plain requests and WebSocket upgrades: classify → authenticate →
+ * match → authorize → audit check → credential. Fills `st` as it goes; throws a SidecarError to refuse.
+ */
+export async function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestState): Promise<PreparedRequest> {
+  const gen = rt.generation();
+  if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
+  checkFraming(req.rawHeaders);
+  const canon = canonicalize(req, gen);
+  st.canon = canon;
+
+  const intake = extractToken(req.headers, tunnelContextOf(req.socket)?.token);
+  if (intake.token === undefined) throw authenticateError(canon?.kind ?? 'reverse', intake.malformed);
+  const verified = await rt.verifier.verify(intake.token);
+  st.identity = verified.identity;
+
+  // Routing happens only after authentication so an anonymous caller learns nothing of the policy.
+  const match = canon ? gen.policy.matcher.match(canon) : undefined;
+  if (!canon || !match) throw new SidecarError('no_route', 'no policy route allows this request');
+  st.match = match;
+  const denied = authorize(verified.identity, match);
+  if (denied) throw denied;
+
+  if (rt.config.audit.onFailure === 'closed' && !rt.audit.healthy()) {
+    throw new SidecarError('audit_unavailable', 'the audit log cannot be written; requests are refused until it can');
+  }
+  const withBody = hasBody(req, rt.config.proxy.maxRequestBodyBytes);
+  const out = buildOutbound(req, canon, st.requestId);
+  const connectorName = match.route.connector;
+  if (connectorName !== undefined) {
+    const connector = gen.connectors.get(connectorName);
+    if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
+    const credential = await connector.getCredential({
+      routeId: match.route.id,
+      sub: verified.identity.sub,
+      taskId: verified.identity.taskId,
+      tokenExp: verified.identity.exp,
+    });
+    connector.apply(credential, out);
+  }
+  return { out, match, withBody };
+}
+
 export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const maxBody = rt.config.proxy.maxRequestBodyBytes;
-  const failClosed = rt.config.audit.onFailure === 'closed';
 
   async function handle(req: IncomingMessage, res: ServerResponse, st: RequestState): Promise<void> {
-    const gen = rt.generation();
-    if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
-    checkFraming(req.rawHeaders);
-    const tunnel = tunnelContextOf(req.socket);
-    const target = req.url ?? '';
-    const method = req.method ?? 'GET';
-    let canon: CanonicalRequest | undefined;
-    if (tunnel) {
-      canon = canonicalizeOrigin(method, target, req.headers, { kind: 'intercepted', host: tunnel.host, port: tunnel.port });
-    } else if (target.startsWith('/')) {
-      canon = canonicalizeOrigin(method, target, req.headers, {
-        kind: 'reverse',
-        mounts: gen.policy.matcher.mounts(),
-        upstreamOf: (m) => gen.mountUpstreams.get(m)!,
-      });
-    } else {
-      canon = canonicalizeForward(method, target, req.headers);
-    }
-    st.canon = canon;
-
-    const intake = extractToken(req.headers, tunnel?.token);
-    if (intake.token === undefined) throw authenticateError(canon?.kind ?? 'reverse', intake.malformed);
-    const verified = await rt.verifier.verify(intake.token);
-    st.identity = verified.identity;
-
-    // Routing happens only after authentication so an anonymous caller learns nothing of the policy.
-    const match = canon ? gen.policy.matcher.match(canon) : undefined;
-    if (!canon || !match) throw new SidecarError('no_route', 'no policy route allows this request');
-    st.match = match;
-    const denied = authorize(verified.identity, match);
-    if (denied) throw denied;
-
-    if (failClosed && !rt.audit.healthy()) {
-      throw new SidecarError('audit_unavailable', 'the audit log cannot be written; requests are refused until it can');
-    }
-    const withBody = hasBody(req, maxBody);
-    const out = buildOutbound(req, canon, st.requestId);
-    const connectorName = match.route.connector;
-    if (connectorName !== undefined) {
-      const connector = gen.connectors.get(connectorName);
-      if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
-      const credential = await connector.getCredential({
-        routeId: match.route.id,
-        sub: verified.identity.sub,
-        taskId: verified.identity.taskId,
-        tokenExp: verified.identity.exp,
-      });
-      connector.apply(credential, out);
-    }
+    const { out, match, withBody } = await prepareRequest(rt, req, st);
     const result = await rt.forwarder.forward(out, req, res, {
       caFile: match.route.def.caFile,
       requestId: st.requestId,

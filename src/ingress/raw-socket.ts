@@ -1,0 +1,136 @@
+/**
+ * What CONNECT and Upgrade handling share once a socket has left node's HTTP machinery: answering
+ * on the raw socket, reading a CONNECT authority, and splicing two sockets together.
+ */
+import { isIPv4, isIPv6, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { ERROR_CATALOGUE, SidecarError } from '../errors.js';
+import { problemBody } from '../pipeline/respond.js';
+
+const PROXY_AUTHENTICATE = 'Bearer realm="agentwrit-sidecar", Basic realm="agentwrit-sidecar"';
+
+/**
+ * The same problem+json refusal respond.ts sends, written as a whole response on a socket that
+ * node no longer manages; the connection is closed after it.
+ */
+export function writeRawProblem(socket: Duplex, err: SidecarError, requestId: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = problemBody(err.code, err.detail, requestId);
+  let head =
+    `HTTP/1.1 ${err.status} ${ERROR_CATALOGUE[err.code].title}\r\n` +
+    'content-type: application/problem+json\r\n' +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    'cache-control: no-store\r\n' +
+    `x-request-id: ${requestId}\r\n` +
+    'connection: close\r\n';
+  if (err.code === 'token_required') head += `proxy-authenticate: ${PROXY_AUTHENTICATE}\r\n`;
+  if (err.code === 'token_missing' || err.status === 401) head += 'www-authenticate: Bearer realm="agentwrit-sidecar"\r\n';
+  socket.end(`${head}\r\n${body}`);
+}
+
+const HOST_CHARS = /^[a-z0-9._-]+$/;
+
+/**
+ * A CONNECT request target: authority-form "host:port" with the port required (RFC 9110 §9.3.6).
+ * Returns the lower-case host without brackets. Anything two parsers could read differently is refused.
+ */
+export function parseConnectAuthority(target: string | undefined): { host: string; port: number } {
+  const bad = () => new SidecarError('bad_request', 'CONNECT needs a target of the form host:port');
+  if (!target || target.length > 300) throw bad();
+  let host: string;
+  let portText: string;
+  if (target.charCodeAt(0) === 91) {
+    const close = target.indexOf(']');
+    if (close < 0 || target.charCodeAt(close + 1) !== 58) throw bad();
+    host = target.slice(1, close).toLowerCase();
+    if (!isIPv6(host)) throw bad();
+    portText = target.slice(close + 2);
+  } else {
+    const colon = target.lastIndexOf(':');
+    if (colon <= 0) throw bad();
+    host = target.slice(0, colon).toLowerCase();
+    portText = target.slice(colon + 1);
+    if (!HOST_CHARS.test(host) || host.startsWith('.') || host.endsWith('.') || host.includes('..')) {
+      throw new SidecarError('ambiguous_request', 'CONNECT host is not a plain host name or IP address');
+    }
+  }
+  if (!/^\d{1,5}$/.test(portText)) throw bad();
+  const port = Number(portText);
+  if (port < 1 || port > 65535) throw bad();
+  return { host, port };
+}
+
+export function isIpLiteral(host: string): boolean {
+  return isIPv4(host) || isIPv6(host);
+}
+
+export interface SpliceResult {
+  /** Bytes from the agent's side towards the upstream, and back. */
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  /** Which side ended it first, or why it was cut. */
+  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout';
+}
+
+/** How long a side that already closed waits for the other to finish its own close. */
+const LINGER_MS = 2_000;
+
+/**
+ * Relays bytes both ways with backpressure until both sides are closed. A clean close on one side
+ * is passed on as a clean close (half-close first, so nothing in flight is lost); an error or
+ * `idleMs` without traffic on either socket cuts both.
+ */
+export function splice(client: Duplex, upstream: Socket, opts: { idleMs: number; startedAt?: number }): Promise<SpliceResult> {
+  const started = opts.startedAt ?? performance.now();
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let reason: SpliceResult['reason'] | undefined;
+  const note = (r: SpliceResult['reason']) => {
+    reason ??= r;
+  };
+  client.on('data', (c: Buffer) => {
+    bytesIn += c.length;
+  });
+  upstream.on('data', (c: Buffer) => {
+    bytesOut += c.length;
+  });
+  const cut = (r: SpliceResult['reason']) => {
+    note(r);
+    client.destroy();
+    upstream.destroy();
+  };
+  client.on('error', () => cut('client_error'));
+  upstream.on('error', () => cut('upstream_error'));
+  const timeout = () => cut('idle_timeout');
+  if (opts.idleMs > 0) {
+    (client as Socket).setTimeout?.(opts.idleMs, timeout);
+    upstream.setTimeout(opts.idleMs, timeout);
+  }
+  client.once('end', () => note('client_closed'));
+  upstream.once('end', () => note('upstream_closed'));
+  const linger = (other: Duplex) => {
+    if (other.destroyed) return;
+    other.end();
+    // Its pipe was undone when this side closed: keep reading so its own end is seen (and dropped).
+    other.resume();
+    setTimeout(() => other.destroy(), LINGER_MS).unref();
+  };
+  client.pipe(upstream);
+  upstream.pipe(client);
+  let closed = 0;
+  return new Promise((resolve) => {
+    const onClose = (side: 'client' | 'upstream') => () => {
+      note(side === 'client' ? 'client_closed' : 'upstream_closed');
+      linger(side === 'client' ? upstream : client);
+      if (++closed === 2) {
+        resolve({ bytesIn, bytesOut, durationMs: Math.round((performance.now() - started) * 1000) / 1000, reason: reason ?? 'client_closed' });
+      }
+    };
+    client.once('close', onClose('client'));
+    upstream.once('close', onClose('upstream'));
+  });
+}

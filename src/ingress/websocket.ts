@@ -1,0 +1,152 @@
+/**
+ * WebSocket upgrades on the proxy port (absolute-form, reverse routes) and inside intercepted
+ * tunnels. The upgrade request runs the same decision stages as any request (authentication,
+ * route, scopes, credential injection, agent credentials stripped); then the upstream is dialed
+ * with the forwarder's dialing and TLS rules, its answer relayed, and on 101 both sockets spliced.
+ */
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { OutboundRequest } from '../connectors/types.js';
+import { durationMs } from '../config/schema.js';
+import { isSidecarError, SidecarError } from '../errors.js';
+import { prepareRequest, type RequestState } from '../pipeline/handler.js';
+import { recordDecision } from '../pipeline/record.js';
+import { nextRequestId } from '../pipeline/request-id.js';
+import { toSidecarError } from '../pipeline/respond.js';
+import type { Runtime } from '../runtime/types.js';
+import { stripHopByHop, upstreamErrorToSidecar } from '../upstream/forwarder.js';
+import { splice, writeRawProblem } from './raw-socket.js';
+import { msSince, recordTunnel } from './tunnel-record.js';
+
+type UpstreamAnswer = { kind: 'upgrade'; res: IncomingMessage; socket: Socket; head: Buffer } | { kind: 'response'; res: IncomingMessage };
+
+function authority(o: OutboundRequest['origin']): string {
+  const host = o.host.includes(':') ? `[${o.host}]` : o.host;
+  const dflt = o.scheme === 'https' ? 443 : 80;
+  return o.port === dflt ? host : `${host}:${o.port}`;
+}
+
+/** Sends the upgrade request upstream; resolves with a 101 (and its socket) or any other answer. */
+function requestUpgrade(rt: Runtime, out: OutboundRequest, caFile: string | undefined, client: Duplex): Promise<UpstreamAnswer> {
+  const dial = rt.forwarder.dialOptions(out.origin, caFile);
+  const timeoutMs = durationMs(rt.config.upstream.connectTimeout) + durationMs(rt.config.upstream.headersTimeout);
+  const opts = { host: dial.host, port: dial.port, method: out.method, path: out.path, headers: out.headers as OutgoingHttpHeaders, agent: false as const };
+  return new Promise((resolve, reject) => {
+    const ureq = dial.tls ? httpsRequest({ ...opts, ...dial.tls }) : httpRequest(opts);
+    const timer = setTimeout(() => ureq.destroy(new SidecarError('upstream_timeout', 'the upstream did not answer in time')), timeoutMs);
+    const onClientClose = () => ureq.destroy();
+    client.once('close', onClientClose);
+    const settle = () => {
+      clearTimeout(timer);
+      client.off('close', onClientClose);
+    };
+    ureq.once('upgrade', (res, socket: Socket, head: Buffer) => {
+      settle();
+      resolve({ kind: 'upgrade', res, socket, head });
+    });
+    ureq.once('response', (res) => {
+      settle();
+      resolve({ kind: 'response', res });
+    });
+    ureq.once('error', (err) => {
+      settle();
+      reject(isSidecarError(err) ? err : upstreamErrorToSidecar(err));
+    });
+    ureq.end();
+  });
+}
+
+function headLines(status: number, message: string, headers: Array<[string, string]>): string {
+  let head = `HTTP/1.1 ${status} ${message}\r\n`;
+  for (const [k, v] of headers) head += `${k}: ${v}\r\n`;
+  return `${head}\r\n`;
+}
+
+/** A non-101 answer (the upstream refused the upgrade) is relayed as is, then the connection closed. */
+function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string): void {
+  const h = stripHopByHop(res.headers as Record<string, string | string[] | undefined>);
+  const pairs: Array<[string, string]> = [];
+  for (const k in h) {
+    if (k === 'x-request-id') continue;
+    const v = h[k];
+    for (const one of Array.isArray(v) ? v : [v]) pairs.push([k, one]);
+  }
+  pairs.push(['x-request-id', requestId], ['connection', 'close']);
+  client.write(headLines(res.statusCode ?? 502, res.statusMessage ?? '', pairs));
+  res.on('error', () => client.destroy());
+  res.pipe(client);
+}
+
+export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const idleMs = durationMs(rt.config.tls.tunnelIdleTimeout);
+
+  async function upgrade(req: IncomingMessage, client: Duplex, head: Buffer, st: RequestState, record: () => void): Promise<void> {
+    const proto = req.headers.upgrade;
+    if (typeof proto !== 'string' || proto.toLowerCase() !== 'websocket') {
+      throw new SidecarError('bad_request', 'only WebSocket upgrades are supported');
+    }
+    if (rt.draining) throw new SidecarError('shutting_down', 'the sidecar is shutting down');
+    const { out, match } = await prepareRequest(rt, req, st);
+    out.headers.host = authority(out.origin);
+    out.headers.connection = 'Upgrade';
+    out.headers.upgrade = proto;
+    const answer = await requestUpgrade(rt, out, match.route.def.caFile, client);
+    st.upstreamStatus = answer.res.statusCode;
+    if (answer.kind === 'response') {
+      relayRefusal(answer.res, client, st.requestId);
+      record();
+      return;
+    }
+    const upstream = answer.socket;
+    if (client.destroyed) {
+      upstream.destroy();
+      record();
+      return;
+    }
+    const pairs: Array<[string, string]> = [];
+    const raw = answer.res.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() !== 'x-request-id') pairs.push([raw[i], raw[i + 1]]);
+    pairs.push(['x-request-id', st.requestId]);
+    client.write(headLines(101, answer.res.statusMessage || 'Switching Protocols', pairs));
+    if (answer.head.length > 0) client.write(answer.head);
+    if (head.length > 0) upstream.write(head);
+    record();
+    const started = performance.now();
+    const r = await splice(client, upstream, { idleMs, startedAt: started });
+    recordTunnel(rt, {
+      type: 'tunnel_closed',
+      requestId: st.requestId,
+      outcome: 'websocket',
+      method: out.method,
+      host: out.origin.host,
+      port: out.origin.port,
+      identity: st.identity,
+      route: match.route.id,
+      closeReason: r.reason,
+      bytesIn: r.bytesIn + head.length,
+      bytesOut: r.bytesOut + answer.head.length,
+      durationMs: msSince(started),
+    });
+  }
+
+  return (req, socket, head) => {
+    // node removed its own listeners from this socket: without one, an error would kill the process.
+    socket.on('error', () => socket.destroy());
+    const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
+    let recorded = false;
+    const record = () => {
+      if (recorded) return;
+      recorded = true;
+      recordDecision(rt, st);
+    };
+    upgrade(req, socket, head, st, record).catch((err: unknown) => {
+      if (recorded) return;
+      st.error = toSidecarError(err);
+      if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error on upgrade');
+      writeRawProblem(socket, st.error, st.requestId);
+      record();
+    });
+  };
+}
