@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { type Readable, Transform } from 'node:stream';
 import { type ConnectionOptions, checkServerIdentity, createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
-import { buildConnector, Pool } from 'undici';
+import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
 
@@ -197,59 +197,86 @@ export class Forwarder {
   }
 
   /**
-   * Sends `out` upstream with the agent's request body and streams the answer into `res`.
-   * Rejects with a SidecarError before the response head is written; after that, failures
-   * destroy the response (the client sees a truncated body, as with any proxy).
+   * Sends `out` upstream with the agent's request body and streams the answer into `res`, with
+   * backpressure (the upstream read pauses while the agent's socket is full). Rejects with a
+   * SidecarError before the response head is written; after that, failures destroy the response
+   * (the client sees a truncated body, as with any proxy). A client that goes away aborts the
+   * upstream request, which frees its connection.
    */
-  async forward(
+  forward(
     out: OutboundRequest,
     req: IncomingMessage,
     res: ServerResponse,
     opts: { caFile?: string; requestId: string; maxBodyBytes: number; hasBody: boolean },
   ): Promise<ForwardResult> {
     const pool = this.pool(out.origin, opts.caFile);
-    const abort = new AbortController();
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.once('close', onClose);
     let body: Readable | undefined;
     if (opts.hasBody) {
       // A declared Content-Length was already checked against the limit (and undici enforces it);
       // a chunked body is counted as it streams.
       body = req.headers['content-length'] !== undefined ? req : req.pipe(byteLimit(opts.maxBodyBytes));
     }
-    const started = process.hrtime.bigint();
-    let upstreamSeconds = 0;
-    let status = 0;
-    try {
-      await pool.stream(
-        { path: out.path, method: out.method as 'GET', headers: out.headers, body, signal: abort.signal, opaque: null },
-        ({ statusCode, headers }) => {
-          upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-          status = statusCode;
-          const h = stripHopByHop(headers as Record<string, string | string[] | undefined>);
-          h['x-request-id'] = opts.requestId;
-          res.writeHead(statusCode, h);
-          return res;
+    return new Promise<ForwardResult>((resolve, reject) => {
+      const started = process.hrtime.bigint();
+      let status = 0;
+      let upstreamSeconds = 0;
+      let controller: Dispatcher.DispatchController | undefined;
+      let clientGone = false;
+      let settled = false;
+      const onDrain = () => controller?.resume();
+      const onClose = () => {
+        if (settled || res.writableFinished) return;
+        clientGone = true;
+        controller?.abort(new Error('client closed the connection'));
+      };
+      const settle = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        res.off('close', onClose);
+        res.off('drain', onDrain);
+        if (err === undefined) return resolve({ status, upstreamSeconds });
+        if (clientGone) return resolve({ status: status || 499, upstreamSeconds });
+        const cause = (err as { cause?: unknown })?.cause;
+        if (err instanceof SidecarError) return reject(err);
+        if (cause instanceof SidecarError) return reject(cause);
+        if (res.headersSent) {
+          res.destroy();
+          return resolve({ status, upstreamSeconds });
+        }
+        reject(upstreamErrorToSidecar(err));
+      };
+      res.on('close', onClose);
+      pool.dispatch(
+        { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
+        {
+          onRequestStart(c) {
+            controller = c;
+            if (clientGone) c.abort(new Error('client closed the connection'));
+          },
+          onResponseStart(_c, statusCode, headers) {
+            if (statusCode < 200) return; // interim responses are not relayed
+            upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+            status = statusCode;
+            const h = stripHopByHop(headers as Record<string, string | string[] | undefined>);
+            h['x-request-id'] = opts.requestId;
+            res.writeHead(statusCode, h);
+          },
+          onResponseData(c, chunk) {
+            if (!res.write(chunk)) {
+              c.pause();
+              res.once('drain', onDrain);
+            }
+          },
+          onResponseEnd() {
+            res.end();
+            settle();
+          },
+          onResponseError(_c, err) {
+            settle(err);
+          },
         },
       );
-    } catch (err) {
-      if (abort.signal.aborted) {
-        return { status: status || 499, upstreamSeconds };
-      }
-      const cause = (err as { cause?: unknown })?.cause;
-      if (err instanceof SidecarError) throw err;
-      if (cause instanceof SidecarError) throw cause;
-      if (res.headersSent) {
-        res.destroy();
-        return { status, upstreamSeconds };
-      }
-      throw upstreamErrorToSidecar(err);
-    } finally {
-      res.off('close', onClose);
-    }
-    return { status, upstreamSeconds };
+    });
   }
 
   async close(): Promise<void> {

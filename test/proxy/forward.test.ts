@@ -243,3 +243,42 @@ t.test('admin listener: metrics, healthz, readyz', async (t) => {
   t.equal(ready.statusCode, 200);
   t.equal(((await ready.body.json()) as { ready: boolean }).ready, true);
 });
+
+t.test('a client that goes away aborts the upstream request', async (t) => {
+  let upstreamClosed: () => void = () => {};
+  const closed = new Promise<void>((r) => {
+    upstreamClosed = r;
+  });
+  upstream.handlers.set('/files/slow', (_r, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    const timer = setInterval(() => res.write('chunk\n'), 20);
+    res.on('close', () => {
+      clearInterval(timer);
+      upstreamClosed();
+    });
+  });
+  const tok = await signToken(key, { scope: ['read:files:slow'] });
+  const s = connect(sc.proxyPort, '127.0.0.1');
+  s.write(`GET http://api.example.com/files/slow HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${tok}\r\n\r\n`);
+  await new Promise<void>((r) => s.once('data', () => r()));
+  s.destroy();
+  const outcome = await Promise.race([closed.then(() => 'upstream released'), new Promise((r) => setTimeout(() => r('still streaming'), 2000))]);
+  t.equal(outcome, 'upstream released');
+});
+
+t.test('backpressure: a large response streams through intact', async (t) => {
+  const big = Buffer.alloc(8 * 1024 * 1024, 'a');
+  upstream.handlers.set('/files/big', (_r, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': big.length });
+    res.end(big);
+  });
+  const tok = await signToken(key, { scope: ['read:files:big'] });
+  const res = await request('http://api.example.com/files/big', { dispatcher: new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false }) });
+  let n = 0;
+  for await (const chunk of res.body) {
+    n += (chunk as Buffer).length;
+    if (n < 1024 * 1024) await new Promise((r) => setTimeout(r, 1)); // a slow reader at first
+  }
+  t.equal(res.statusCode, 200);
+  t.equal(n, big.length);
+});
