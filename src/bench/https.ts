@@ -12,7 +12,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -21,6 +21,7 @@ import { Pool, ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
 import { generateEphemeralCa } from '../tls/ca.js';
 import { LeafCache } from '../tls/leaf.js';
+import { fixedRate, freePort, quantile, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -74,60 +75,9 @@ function firstLine(child: ChildProcess, what: string): Promise<string> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolveP, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolveP(port));
-    });
-  });
-}
 
-async function waitReady(adminPort: number): Promise<void> {
-  const until = Date.now() + 15_000;
-  while (Date.now() < until) {
-    try {
-      const r = await request(`http://127.0.0.1:${adminPort}/readyz`);
-      await r.body.dump();
-      if (r.statusCode === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('sidecar not ready');
-}
 
-const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
-/** Open loop: request i starts at start + i/rate whatever the earlier ones are doing. */
-async function fixedRate(send: () => Promise<number>, rate: number, seconds: number): Promise<{ p50: number; p99: number; errors: number }> {
-  const lat: number[] = [];
-  let errors = 0;
-  const pending: Promise<void>[] = [];
-  const start = performance.now();
-  for (let i = 0; i < rate * seconds; i++) {
-    const wait = start + (i * 1000) / rate - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const t0 = performance.now();
-    pending.push(
-      send().then(
-        (status) => {
-          if (status !== 200) errors++;
-          lat.push(performance.now() - t0);
-        },
-        () => {
-          errors++;
-        },
-      ),
-    );
-  }
-  await Promise.all(pending);
-  lat.sort((a, b) => a - b);
-  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), errors };
-}
 
 async function mintMetrics(adminPort: number): Promise<{ sum: number; count: number }> {
   const r = await request(`http://127.0.0.1:${adminPort}/metrics`);

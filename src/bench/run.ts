@@ -9,13 +9,14 @@
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, Pool, request } from 'undici';
 import { stringify } from 'yaml';
 import { startBroker } from '../broker/index.js';
 import { issueAgentToken } from '../broker/client.js';
+import { formatHttpsBench, runHttpsBench } from './https.js';
+import { fixedRate, freePort, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -27,6 +28,12 @@ function has(cmd: string): boolean {
 
 function pinned(cpu: number, args: string[]): [string, string[]] {
   return has('taskset') ? ['taskset', ['-c', String(cpu), ...args]] : [args[0], args.slice(1)];
+}
+
+/** User + system CPU time of a process so far, in microseconds (from /proc; clock ticks are 10 ms). */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 function rssKb(pid: number): number {
@@ -66,34 +73,6 @@ async function wrk(url: string, lua: string, dir: string): Promise<number> {
   return rps ? Number(rps[1]) : 0;
 }
 
-async function fixedRate(send: () => Promise<number>, rate: number, seconds: number): Promise<{ p50: number; p99: number; errors: number }> {
-  const lat: number[] = [];
-  let errors = 0;
-  const total = rate * seconds;
-  const start = performance.now();
-  const pending: Promise<void>[] = [];
-  for (let i = 0; i < total; i++) {
-    const due = start + (i * 1000) / rate;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const t0 = performance.now();
-    pending.push(
-      send().then(
-        (status) => {
-          if (status !== 200) errors++;
-          lat.push(performance.now() - t0);
-        },
-        () => {
-          errors++;
-        },
-      ),
-    );
-  }
-  await Promise.all(pending);
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
-  return { p50: q(0.5), p99: q(0.99), errors };
-}
 
 async function main(): Promise<void> {
   if (!has('wrk')) {
@@ -131,7 +110,7 @@ async function main(): Promise<void> {
     }),
   );
   const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const [scmd, sargs] = pinned(1, [process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
+  const [scmd, sargs] = pinned(1, [process.env.BENCH_SIDECAR_NODE ?? process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
   const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
   await waitReady(adminPort);
   const idleRss = rssKb(sidecar.pid as number);
@@ -147,9 +126,21 @@ async function main(): Promise<void> {
   const sampler = setInterval(() => {
     peakRss = Math.max(peakRss, rssKb(sidecar.pid as number));
   }, 200);
+  const cpuBefore = cpuMicros(sidecar.pid as number);
   const sidecarRps = await wrk(`http://127.0.0.1:${proxyPort}${path}`, proxyLua, dir);
+  const sidecarCpuPerReq = (cpuMicros(sidecar.pid as number) - cpuBefore) / (sidecarRps * DURATION);
   clearInterval(sampler);
   peakRss = Math.max(peakRss, rssKb(sidecar.pid as number));
+
+  // The same request through a bare node:http + undici forwarder on the same core.
+  const [bcmd, bargs] = pinned(1, [process.execPath, join(here, 'bare-forwarder.js'), String(upPort)]);
+  const bare = spawn(bcmd, bargs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const barePort = Number((await waitLine(bare, (l) => /^\d+$/.test(l.trim()), 'bare forwarder')).trim());
+  await wrk(`http://127.0.0.1:${barePort}${path}`, proxyLua, dir);
+  const bareCpuBefore = cpuMicros(bare.pid as number);
+  const bareRps = await wrk(`http://127.0.0.1:${barePort}${path}`, proxyLua, dir);
+  const bareCpuPerReq = (cpuMicros(bare.pid as number) - bareCpuBefore) / (bareRps * DURATION);
+  bare.kill('SIGTERM');
 
   const direct = new Agent({ connections: 32 });
   const viaProxy = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 32 });
@@ -182,7 +173,8 @@ async function main(): Promise<void> {
     [
       '',
       `agentwrit-sidecar benchmark (${DURATION}s per run, sidecar on 1 core, loopback)`,
-      `  saturation req/s      direct ${f(directRps)}   sidecar ${f(sidecarRps)}   ratio ${(sidecarRps / directRps).toFixed(2)}`,
+      `  saturation req/s      direct ${f(directRps)}   bare forwarder ${f(bareRps)}   sidecar ${f(sidecarRps)}   sidecar/bare ${(sidecarRps / bareRps).toFixed(2)}`,
+      `  CPU per request       bare forwarder ${bareCpuPerReq.toFixed(1)} µs   sidecar ${sidecarCpuPerReq.toFixed(1)} µs`,
       `  1000 req/s p50        direct ${ms(directLat.p50)}   sidecar ${ms(proxyLat.p50)}`,
       `  1000 req/s p99        direct ${ms(directLat.p99)}   sidecar ${ms(proxyLat.p99)}   (errors: direct ${directLat.errors}, sidecar ${proxyLat.errors})`,
       `  sidecar RSS           idle ${(idleRss / 1024).toFixed(1)} MB   under load (peak) ${(peakRss / 1024).toFixed(1)} MB`,
@@ -194,31 +186,14 @@ async function main(): Promise<void> {
   sidecar.kill('SIGTERM');
   upstream.kill('SIGTERM');
   await broker.close();
+
+  process.stdout.write(formatHttpsBench(await runHttpsBench({ seconds: DURATION })));
+  // The token cache is measured in its own process: heap figures need --expose-gc and a quiet heap.
+  const mem = await execFileAsync(process.execPath, ['--expose-gc', join(here, 'token-cache-memory.js')], { encoding: 'utf8' });
+  process.stdout.write(`\n${mem.stdout}`);
 }
 
-/** A port free right now on loopback (the sidecar binds it a moment later). */
-function freePort(): Promise<number> {
-  return new Promise((resolveP, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolveP(port));
-    });
-  });
-}
 
-async function waitReady(adminPort: number): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    const r = await request(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined);
-    if (r) {
-      await r.body.dump();
-      if (r.statusCode === 200) return;
-    }
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error('sidecar did not become ready');
-}
 
 main().catch((err: Error) => {
   process.stderr.write(`bench failed: ${err.stack}\n`);

@@ -5,6 +5,7 @@
 import type { AuditEvent } from '../audit/types.js';
 import type { AgentIdentity } from '../auth/types.js';
 import type { SidecarError } from '../errors.js';
+import { identityFields } from '../pipeline/record.js';
 import type { Runtime } from '../runtime/types.js';
 
 export type TunnelOutcome = 'intercepted' | 'passed_through' | 'refused' | 'websocket';
@@ -34,12 +35,7 @@ export function recordTunnel(rt: Runtime, ev: TunnelEvent): void {
     type: ev.type,
     time: new Date().toISOString(),
     request_id: ev.requestId,
-    sub: id?.sub,
-    jti: id?.jti,
-    task_id: id?.taskId,
-    orch_id: id?.orchId,
-    deleg_depth: id?.delegationDepth,
-    chain_root: id?.chainRoot,
+    ...identityFields(id),
     route: ev.route,
     method: ev.method ?? 'CONNECT',
     host: ev.host,

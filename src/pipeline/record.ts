@@ -3,8 +3,33 @@
  * identifiers go in (route id, path template, scopes, subject) — never a token or a credential.
  */
 import type { AuditEvent } from '../audit/types.js';
+import type { AgentIdentity } from '../auth/types.js';
 import type { Runtime } from '../runtime/types.js';
 import type { RequestState } from './handler.js';
+
+/** Who made the request, as audit fields: identifiers only. */
+export function identityFields(id: AgentIdentity | undefined): Pick<AuditEvent, 'sub' | 'jti' | 'task_id' | 'orch_id' | 'deleg_depth' | 'chain_root'> {
+  return {
+    sub: id?.sub,
+    jti: id?.jti,
+    task_id: id?.taskId,
+    orch_id: id?.orchId,
+    deleg_depth: id?.delegationDepth,
+    chain_root: id?.chainRoot,
+  };
+}
+
+let isoMs = 0;
+let isoText = '';
+/** ISO time of now; at thousands of records a second most share a millisecond, so reuse the text. */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
 
 export function recordDecision(rt: Runtime, st: RequestState): void {
   const seconds = Number(process.hrtime.bigint() - st.started) / 1e9;
@@ -15,14 +40,9 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
   const canon = st.canon;
   const event: AuditEvent = {
     type: 'request',
-    time: new Date().toISOString(),
+    time: isoNow(),
     request_id: st.requestId,
-    sub: id?.sub,
-    jti: id?.jti,
-    task_id: id?.taskId,
-    orch_id: id?.orchId,
-    deleg_depth: id?.delegationDepth,
-    chain_root: id?.chainRoot,
+    ...identityFields(id),
     route: st.match?.route.id,
     method: canon?.method,
     host: canon?.host,
@@ -37,9 +57,8 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
   };
   // A failing sink is counted by the sink itself; the next requests are refused in closed mode.
   rt.audit.append(event);
-  rt.metrics.requests.inc({ route: routeId, decision, code });
-  rt.metrics.requestDuration.observe({ route: routeId, decision }, seconds);
-  if (st.upstreamSeconds !== undefined) rt.metrics.upstreamDuration.observe({ route: routeId }, st.upstreamSeconds);
+  rt.metrics.recordRequest(routeId, decision, code, seconds, st.upstreamSeconds);
+  if (!rt.logger.isLevelEnabled('info')) return;
   rt.logger.info(
     {
       request_id: st.requestId,

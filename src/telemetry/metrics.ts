@@ -106,6 +106,29 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * Labelled children per (route, decision, code), resolved once: prom-client hashes the label
+   * object on every call otherwise, which costs more than the increment itself on the hot path.
+   * Bounded by routes × codes, both finite per configuration.
+   */
+  private readonly requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void }; upstream: { observe(v: number): void } }>();
+
+  recordRequest(route: string, decision: 'allow' | 'deny', code: string, seconds: number, upstreamSeconds?: number): void {
+    const key = `${route}\0${decision}\0${code}`;
+    let c = this.requestChildren.get(key);
+    if (!c) {
+      c = {
+        count: this.requests.labels(route, decision, code),
+        duration: this.requestDuration.labels(route, decision),
+        upstream: this.upstreamDuration.labels(route),
+      };
+      this.requestChildren.set(key, c);
+    }
+    c.count.inc();
+    c.duration.observe(seconds);
+    if (upstreamSeconds !== undefined) c.upstream.observe(upstreamSeconds);
+  }
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

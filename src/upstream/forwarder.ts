@@ -65,6 +65,31 @@ export function stripHopByHop(headers: Record<string, string | string[] | undefi
 }
 
 /** Maps a failure to reach or verify an upstream (undici or node:net/tls) to a stable error. */
+/**
+ * The upstream's raw response head, minus hop-by-hop fields and any the Connection header names,
+ * with our X-Request-ID, as the flat list node:http's writeHead accepts.
+ */
+export function relayHeaders(raw: Buffer[] | string[] | null, requestId: string): string[] {
+  const out: string[] = [];
+  if (raw) {
+    let named: Set<string> | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (String(raw[i]).toLowerCase() === 'connection') {
+        named ??= new Set();
+        for (const n of String(raw[i + 1]).split(',')) named.add(n.trim().toLowerCase());
+      }
+    }
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = typeof raw[i] === 'string' ? (raw[i] as string) : (raw[i] as Buffer).toString('latin1');
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower) || lower === 'x-request-id' || named?.has(lower)) continue;
+      out.push(name, typeof raw[i + 1] === 'string' ? (raw[i + 1] as string) : (raw[i + 1] as Buffer).toString('latin1'));
+    }
+  }
+  out.push('x-request-id', requestId);
+  return out;
+}
+
 export function upstreamErrorToSidecar(err: unknown): SidecarError {
   const e = err as { code?: string; name?: string };
   const code = e?.code ?? '';
@@ -220,14 +245,15 @@ export class Forwarder {
       const started = process.hrtime.bigint();
       let status = 0;
       let upstreamSeconds = 0;
-      let controller: Dispatcher.DispatchController | undefined;
+      let abortUpstream: ((err: Error) => void) | undefined;
+      let resumeUpstream: (() => void) | undefined;
       let clientGone = false;
       let settled = false;
-      const onDrain = () => controller?.resume();
+      const onDrain = () => resumeUpstream?.();
       const onClose = () => {
         if (settled || res.writableFinished) return;
         clientGone = true;
-        controller?.abort(new Error('client closed the connection'));
+        abortUpstream?.(new Error('client closed the connection'));
       };
       const settle = (err?: unknown) => {
         if (settled) return;
@@ -246,36 +272,35 @@ export class Forwarder {
         reject(upstreamErrorToSidecar(err));
       };
       res.on('close', onClose);
-      pool.dispatch(
-        { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
-        {
-          onRequestStart(c) {
-            controller = c;
-            if (clientGone) c.abort(new Error('client closed the connection'));
-          },
-          onResponseStart(_c, statusCode, headers) {
-            if (statusCode < 200) return; // interim responses are not relayed
-            upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-            status = statusCode;
-            const h = stripHopByHop(headers as Record<string, string | string[] | undefined>);
-            h['x-request-id'] = opts.requestId;
-            res.writeHead(statusCode, h);
-          },
-          onResponseData(c, chunk) {
-            if (!res.write(chunk)) {
-              c.pause();
-              res.once('drain', onDrain);
-            }
-          },
-          onResponseEnd() {
-            res.end();
-            settle();
-          },
-          onResponseError(_c, err) {
-            settle(err);
-          },
+      // undici's handler interface that hands over the raw header list: the response head goes to
+      // the agent as a flat [name, value, ...] array, without building a header object first.
+      const handler: Dispatcher.DispatchHandler = {
+        onConnect(abort) {
+          abortUpstream = abort;
+          if (clientGone) abort(new Error('client closed the connection'));
         },
-      );
+        onHeaders(statusCode, rawHeaders, resume) {
+          if (statusCode < 200) return true; // interim responses are not relayed
+          resumeUpstream = resume;
+          upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
+          status = statusCode;
+          res.writeHead(statusCode, relayHeaders(rawHeaders, opts.requestId));
+          return true;
+        },
+        onData(chunk) {
+          if (res.write(chunk)) return true;
+          res.once('drain', onDrain);
+          return false;
+        },
+        onComplete() {
+          res.end();
+          settle();
+        },
+        onError(err) {
+          settle(err);
+        },
+      };
+      pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, handler);
     });
   }
 
