@@ -42,6 +42,13 @@ export interface SidecarHandle {
   close(): Promise<void>;
 }
 
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms. */
+export function isLoopbackAddress(addr: string | undefined): boolean {
+  if (!addr) return false;
+  const v4 = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+  return v4.startsWith('127.') || addr === '::1';
+}
+
 function splitListen(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(':');
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
@@ -196,6 +203,13 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       return;
     }
     if (req.method === 'POST' && path === '/reload') {
+      // The admin port is often bound to all interfaces for probes and scraping; changing state
+      // stays a local operation.
+      if (!isLoopbackAddress(req.socket.remoteAddress)) {
+        res.writeHead(403, { 'content-type': 'text/plain' });
+        res.end('reload is only accepted from loopback\n');
+        return;
+      }
       reloader
         .reload('admin endpoint')
         .then((ok) => {
