@@ -29,7 +29,9 @@ export interface HttpsFixture {
   close(): Promise<void>;
 }
 
-export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; extraRoutes?: Record<string, unknown>[] } = {}): Promise<HttpsFixture> {
+type Routes = Record<string, unknown>[];
+
+export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; extraRoutes?: Routes | ((up: EchoUpstreams) => Routes) } = {}): Promise<HttpsFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'aws-https-'));
   const up = await startEchoUpstreams(dir);
   const key = await makeKey();
@@ -54,7 +56,7 @@ export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; e
           { id: 'chat-rev-plain', mount: '/chat-plain', upstream: 'http://api.example.com', methods: ['GET'], path: '/ws/{room}', scopes: ['read:chat:{room}'], connector: 'billing-api' },
           { id: 'untrusted', host: 'untrusted.example.com', methods: ['GET'], path: '/{rest*}', scopes: ['read:any:*'] },
           { id: 'many', host: '*.many.test', methods: ['GET'], path: '/', scopes: ['read:many:*'] },
-          ...(opts.extraRoutes ?? []),
+          ...(typeof opts.extraRoutes === 'function' ? opts.extraRoutes(up) : (opts.extraRoutes ?? [])),
         ],
         passThrough: [{ host: 'pass.example.com', port: 443, scopes: ['tunnel:pass:any'] }],
       },
