@@ -159,3 +159,13 @@ export function recorder() {
     },
   };
 }
+
+/** The SidecarError code a verification ends in, or "ok". */
+export async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return (e as { code: string }).code;
+  }
+}

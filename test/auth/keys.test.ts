@@ -7,8 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { computeKid, loadPemPublicKey } from '../../src/auth/keys.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
-import type { SidecarError } from '../../src/errors.js';
-import { agentToken, brokerConfig, KID, nowSeconds, privateKey, publicKey, writeKeyFiles } from './helpers.js';
+import { agentToken, brokerConfig, code, KID, nowSeconds, privateKey, publicKey, writeKeyFiles } from './helpers.js';
 
 const dir = t.testdir({});
 const files = writeKeyFiles(dir);
@@ -17,15 +16,6 @@ const otherKid = computeKid(other.publicKey);
 const jwk = (k = publicKey) => k.export({ format: 'jwk' });
 const header = (kid?: string) => JSON.stringify(kid === undefined ? { alg: 'EdDSA', typ: 'JWT' } : { alg: 'EdDSA', typ: 'JWT', kid });
 const token = (kid?: string, key = other.privateKey) => agentToken({ exp: nowSeconds() + 60 }, key, header(kid));
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as SidecarError).code;
-  }
-}
 
 t.test('a PKCS#8 private key file yields only its public key', async (t) => {
   const k = await loadPemPublicKey(files.pkcs8);

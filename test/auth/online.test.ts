@@ -4,19 +4,10 @@ import t from 'tap';
 import { goJson } from '../../src/auth/delegation.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
 import type { SidecarError } from '../../src/errors.js';
-import { agentToken, brokerConfig, nowSeconds, privateKey, recorder, signJwt, startFakeBroker, writeKeyFiles } from './helpers.js';
+import { agentToken, brokerConfig, code, nowSeconds, privateKey, recorder, signJwt, startFakeBroker, writeKeyFiles } from './helpers.js';
 
 const files = writeKeyFiles(t.testdir({}));
 const fresh = (extra: Partial<Parameters<typeof agentToken>[0]> = {}) => agentToken({ exp: nowSeconds() + 300, ...extra });
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as SidecarError).code;
-  }
-}
 
 t.test('hybrid: a token the broker starts refusing is refused within revalidateAfter', async (t) => {
   const broker = await startFakeBroker('valid');
