@@ -265,7 +265,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       await generation?.connectors.dispose();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
-      logger.info({ inflight }, 'sidecar stopped');
+      // The audit head hash, logged away from the audit file: what `audit verify` prints must match it.
+      const head = audit.head();
+      logger.info({ inflight, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
       logger.flush?.();
     })();
     return closing;

@@ -3,12 +3,13 @@
  * Covers the secret-leak scan over everything the process wrote, and SIGTERM draining.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { Pool, ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
+import { verifyAuditStream } from '../../src/audit/verify.js';
 import { BILLING_POLICY } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -117,6 +118,13 @@ t.test('no token or secret appears in logs, audit, metrics or error bodies', asy
   }
   t.ok(p.out.join('').includes('"request"'), 'one log line per request was written');
   t.ok(audit.split('\n').filter(Boolean).length >= 7, 'audit holds config_applied + every decision');
+  const stopped = p.out
+    .join('')
+    .split('\n')
+    .find((l) => l.includes('"sidecar stopped"'));
+  const report = await verifyAuditStream(createReadStream(join(dir, 'audit.jsonl')));
+  t.equal(report.ok, true);
+  t.equal((JSON.parse(stopped ?? '{}') as { audit_head?: string }).audit_head, report.headHash, 'the stop line carries the audit head hash');
 });
 
 t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', async (t) => {
