@@ -4,13 +4,14 @@ import t from 'tap';
 import { goJson } from '../../src/auth/delegation.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
 import type { SidecarError } from '../../src/errors.js';
-import { agentToken, brokerConfig, code, nowSeconds, privateKey, recorder, signJwt, startFakeBroker, writeKeyFiles } from './helpers.js';
+import { agentToken, brokerConfig, code, nowSeconds, privateKey, recorder, signJwt, writeKeyFiles } from './helpers.js';
+import { startValidateBroker } from '../helpers/validate-broker.js';
 
 const files = writeKeyFiles(t.testdir({}));
 const fresh = (extra: Partial<Parameters<typeof agentToken>[0]> = {}) => agentToken({ exp: nowSeconds() + 300, ...extra });
 
 t.test('hybrid: a token the broker starts refusing is refused within revalidateAfter', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   const rec = recorder();
   const v = await createTokenVerifier(
@@ -44,7 +45,7 @@ t.test('hybrid: a token the broker starts refusing is refused within revalidateA
 });
 
 t.test('hybrid: valid:false on first sight after a good offline check is token_revoked', async (t) => {
-  const broker = await startFakeBroker('invalid');
+  const broker = await startValidateBroker('invalid');
   t.teardown(() => broker.close());
   const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki }));
   t.teardown(() => v.close());
@@ -56,7 +57,7 @@ t.test('hybrid: valid:false on first sight after a good offline check is token_r
 });
 
 t.test('online mode: broker answer is the identity, cached for revalidateAfter', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', revalidateAfter: '150ms', timeout: '500ms' }));
   t.teardown(() => v.close());
@@ -79,7 +80,7 @@ t.test('online mode: broker answer is the identity, cached for revalidateAfter',
 });
 
 t.test('audience is enforced even when the broker says valid', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   for (const mode of ['online', 'hybrid'] as const) {
     const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, audience: 'sidecar-a' }));
@@ -95,7 +96,7 @@ t.test('audience is enforced even when the broker says valid', async (t) => {
 
 t.test('broker trouble fails closed with broker_unavailable', async (t) => {
   for (const mode of ['online', 'hybrid'] as const) {
-    const broker = await startFakeBroker('valid');
+    const broker = await startValidateBroker('valid');
     const rec = recorder();
     const v = await createTokenVerifier(
       brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, timeout: '200ms', revalidateAfter: '2s' }),
@@ -121,7 +122,7 @@ t.test('broker trouble fails closed with broker_unavailable', async (t) => {
 });
 
 t.test('hybrid: a stale entry is not served when the broker is down', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   let now = Date.now();
   const v = await createTokenVerifier(
     brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, timeout: '200ms', revalidateAfter: '1s' }),
@@ -138,7 +139,7 @@ t.test('hybrid: a stale entry is not served when the broker is down', async (t) 
 });
 
 t.test('single flight: concurrent requests with one token share one broker call', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   broker.delayMs = 80;
   for (const mode of ['online', 'hybrid'] as const) {
@@ -163,7 +164,7 @@ t.test('single flight: concurrent requests with one token share one broker call'
 });
 
 t.test('online mode checks a delegation chain with the key when one is configured', async (t) => {
-  const broker = await startFakeBroker('valid');
+  const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', publicKeyFile: files.spki }));
   t.teardown(() => v.close());

@@ -1,69 +1,70 @@
 /**
  * A stand-in for the broker's POST /v1/token/validate, for fault injection: tests flip it to
- * answer valid:false (revocation), stall, or go away. The embedded broker is used elsewhere.
+ * answer valid:false (revocation), fail, stall or go away. The embedded broker is used elsewhere.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+export type ValidateMode = 'valid' | 'invalid' | 'error500' | 'badjson' | 'slow' | 'hang';
+
+/**
+ * A loopback stand-in for the broker's POST /v1/token/validate: answers as told, echoing the
+ * token's own claims when valid (the broker returns the payload's claims).
+ */
 export interface ValidateBroker {
   url: string;
+  mode: ValidateMode;
   calls: number;
-  mode: 'valid' | 'invalid' | 'stall' | 'error';
+  /** Extra wait before answering, ms. */
+  delayMs: number;
   server: Server;
   close(): Promise<void>;
 }
 
-export async function startValidateBroker(): Promise<ValidateBroker> {
-  const state = { calls: 0, mode: 'valid' as ValidateBroker['mode'] };
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      state.calls++;
-      if (req.url !== '/v1/token/validate' || req.method !== 'POST') {
-        res.writeHead(404);
-        res.end('404 page not found\n');
+export async function startValidateBroker(mode: ValidateMode = 'valid'): Promise<ValidateBroker> {
+  const fb = { mode, calls: 0, delayMs: 0 } as ValidateBroker;
+  const handle = (req: IncomingMessage, res: ServerResponse, body: string) => {
+    fb.calls++;
+    if (req.method !== 'POST' || req.url !== '/v1/token/validate') {
+      res.writeHead(404).end();
+      return;
+    }
+    const answer = () => {
+      if (fb.mode === 'hang') return;
+      if (fb.mode === 'error500') {
+        res.writeHead(500, { 'content-type': 'application/problem+json' }).end('{"title":"boom"}');
         return;
       }
-      if (state.mode === 'stall') return; // never answers
-      if (state.mode === 'error') {
-        res.writeHead(500);
-        res.end();
+      if (fb.mode === 'badjson') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"valid":tru');
         return;
       }
-      const { token } = JSON.parse(Buffer.concat(chunks).toString()) as { token: string };
-      if (state.mode === 'invalid') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{"valid":false,"error":"token is invalid or expired"}');
-        return;
-      }
-      const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ valid: true, claims }));
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  const vb: ValidateBroker = {
-    url: `http://127.0.0.1:${port}`,
-    get calls() {
-      return state.calls;
-    },
-    set calls(v) {
-      state.calls = v;
-    },
-    get mode() {
-      return state.mode;
-    },
-    set mode(m) {
-      state.mode = m;
-    },
-    server,
-    close: () =>
-      new Promise((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
+      const { token } = JSON.parse(body) as { token: string };
+      const out =
+        fb.mode === 'invalid'
+          ? '{"valid":false,"error":"token is invalid or expired"}'
+          : `{"valid":true,"claims":${Buffer.from(token.split('.')[1], 'base64url').toString('utf8')}}`;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(out);
+    };
+    const wait = fb.mode === 'slow' ? 1000 : fb.delayMs;
+    if (wait > 0) setTimeout(answer, wait);
+    else answer();
   };
-  return vb;
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => {
+      body += c;
+    });
+    req.on('end', () => handle(req, res, body));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  fb.server = server;
+  fb.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  fb.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return fb;
 }

@@ -63,11 +63,11 @@ for (const mode of ['hybrid', 'online'] as const) {
       await vb.close();
     });
     const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
-    vb.mode = 'stall';
+    vb.mode = 'hang';
     const before = upstream.received.length;
     const slow = await call(sc.proxyUrl, tok);
     t.same(slow, { status: 503, code: 'broker_unavailable' });
-    vb.mode = 'error';
+    vb.mode = 'error500';
     const broken = await call(sc.proxyUrl, tok);
     t.same(broken, { status: 503, code: 'broker_unavailable' });
     await vb.close();
