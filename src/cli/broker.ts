@@ -34,18 +34,9 @@ Set (OKP/Ed25519, kid = RFC 7638 thumbprint). Real AgentWrit brokers publish no 
 Secrets are hashed with scrypt instead of bcrypt.
 `;
 
-const KNOWN = new Set([
-  'listen',
-  'signing-key',
-  'public-key-out',
-  'admin-secret',
-  'state',
-  'issuer',
-  'audience',
-  'trust-domain',
-  'log-level',
-  'help',
-]);
+const OPTIONS = {
+  values: ['listen', 'signing-key', 'public-key-out', 'admin-secret', 'state', 'issuer', 'audience', 'trust-domain', 'log-level'],
+};
 
 export interface BrokerCommandIo {
   stdout?: NodeJS.WritableStream;
@@ -76,21 +67,14 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
   const out = io.stdout ?? process.stdout;
   const err = io.stderr ?? process.stderr;
   const env = io.env ?? process.env;
-  const args = parseArgs(argv, ['help']);
+  const args = parseArgs(argv, OPTIONS);
   if (args.flags.has('help')) {
     out.write(HELP);
     return 0;
   }
-  const unknown = [...args.flags.keys()].filter((k) => !KNOWN.has(k));
-  if (unknown.length > 0 || args.positionals.length > 0) {
-    err.write(`agentwrit-sidecar broker: unexpected argument ${unknown.length ? `--${unknown[0]}` : `"${args.positionals[0]}"`}\n\n${HELP}`);
+  if (args.error !== undefined || args.positionals.length > 0) {
+    err.write(`agentwrit-sidecar broker: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${HELP}`);
     return 2;
-  }
-  for (const k of args.flags.keys()) {
-    if (k !== 'help' && args.flags.get(k) === true) {
-      err.write(`agentwrit-sidecar broker: --${k} needs a value\n`);
-      return 2;
-    }
   }
   const adminSecret = flagString(args, 'admin-secret') ?? env.AA_ADMIN_SECRET ?? env.AGENTWRIT_ADMIN_SECRET ?? '';
   if (!adminSecret) {

@@ -31,6 +31,11 @@ Options:
   --quiet             do not print request logs
 `;
 
+const DEV_OPTIONS = {
+  values: ['broker-port', 'proxy-port', 'admin-port', 'upstream-port', 'policies', 'dir', 'admin-secret'],
+  booleans: ['quiet'],
+};
+
 export interface DevEnvironment {
   brokerUrl: string;
   proxyUrl: string;
@@ -53,7 +58,10 @@ function port(args: ReturnType<typeof parseArgs>, name: string, dflt: number): n
 
 /** Starts the three services; used by `dev`, `demo` and tests. */
 export async function startDevEnvironment(argv: string[], opts: { logLevel?: string } = {}): Promise<DevEnvironment> {
-  const args = parseArgs(argv, ['quiet']);
+  const args = parseArgs(argv, DEV_OPTIONS);
+  if (args.error !== undefined || args.positionals.length > 0) {
+    throw new Error(`${args.error ?? `unexpected argument "${args.positionals[0]}"`} (see --help)`);
+  }
   const dir = resolve(flagString(args, 'dir') ?? mkdtempSync(join(tmpdir(), 'agentwrit-dev-')));
   mkdirSync(dir, { recursive: true });
   const adminSecret = flagString(args, 'admin-secret') ?? process.env.AGENTWRIT_ADMIN_SECRET ?? 'dev-admin-secret';
@@ -150,10 +158,14 @@ Press Ctrl-C to stop.
 }
 
 export async function runDevCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, ['quiet']);
+  const args = parseArgs(argv, DEV_OPTIONS);
   if (args.flags.has('help')) {
     process.stdout.write(DEV_HELP);
     return 0;
+  }
+  if (args.error !== undefined || args.positionals.length > 0) {
+    process.stderr.write(`agentwrit-sidecar dev: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${DEV_HELP}`);
+    return 2;
   }
   let env: DevEnvironment;
   try {

@@ -115,14 +115,13 @@ async function compileSet(paths: string[], problems: ConfigProblem[], others: st
 }
 
 async function runCheck(argv: string[], io: PolicyIo): Promise<number> {
-  const args = parseArgs(argv, ['help']);
+  const args = parseArgs(argv);
   if (args.flags.has('help')) {
     io.out(CHECK_HELP);
     return 0;
   }
-  const unknown = [...args.flags.keys()][0];
-  if (unknown !== undefined || args.positionals.length === 0) {
-    io.err(`policy check: ${unknown !== undefined ? `unknown option --${unknown}` : 'no PATH given'}\n\n${CHECK_HELP}`);
+  if (args.error !== undefined || args.positionals.length === 0) {
+    io.err(`policy check: ${args.error ?? 'no PATH given'}\n\n${CHECK_HELP}`);
     return 2;
   }
   const problems: ConfigProblem[] = [];
@@ -179,23 +178,20 @@ function requestFor(method: string, url: string, policy: CompiledPolicy): Canoni
 }
 
 async function runExplain(argv: string[], io: PolicyIo): Promise<number> {
-  const args = parseArgs(argv, ['help']);
+  const args = parseArgs(argv, { values: ['config', 'token', 'token-file'] });
   if (args.flags.has('help')) {
     io.out(EXPLAIN_HELP);
     return 0;
   }
   const env = io.env ?? process.env;
   const file = flagString(args, 'config') ?? env.AGENTWRIT_SIDECAR_CONFIG;
-  const known = new Set(['config', 'token', 'token-file']);
-  const unknown = [...args.flags.keys()].find((k) => !known.has(k));
   const usage = (msg: string) => {
     io.err(`policy explain: ${msg}\n\n${EXPLAIN_HELP}`);
     return 2;
   };
-  if (unknown) return usage(`unknown option --${unknown}`);
+  if (args.error) return usage(args.error);
   if (!file) return usage('no configuration; pass --config FILE or set AGENTWRIT_SIDECAR_CONFIG');
   if (args.positionals.length !== 2) return usage('expected METHOD URL');
-  if (args.flags.get('token') === true || args.flags.get('token-file') === true) return usage('--token and --token-file need a value');
   let token = flagString(args, 'token');
   const tokenFile = flagString(args, 'token-file');
   if (token !== undefined && tokenFile !== undefined) return usage('give --token or --token-file, not both');

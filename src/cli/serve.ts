@@ -21,10 +21,14 @@ flush the audit log and exit 0.
 `;
 
 export async function runServeCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseArgs(argv, { values: ['config'] });
   if (args.flags.has('help')) {
     process.stdout.write(SERVE_HELP);
     return 0;
+  }
+  if (args.error !== undefined || args.positionals.length > 0) {
+    process.stderr.write(`agentwrit-sidecar serve: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${SERVE_HELP}`);
+    return 2;
   }
   const file = flagString(args, 'config') ?? process.env.AGENTWRIT_SIDECAR_CONFIG;
   if (!file) {

@@ -27,10 +27,14 @@ export async function runTokenCommand(argv: string[]): Promise<number> {
     else if (argv[i].startsWith('--scope=')) scopes.push(...argv[i].slice(8).split(',').filter(Boolean));
     else rest.push(argv[i]);
   }
-  const args = parseArgs(rest);
+  const args = parseArgs(rest, { values: ['broker', 'admin-secret', 'orch-id', 'task-id', 'ttl', 'scope'] });
   if (args.flags.has('help')) {
     process.stdout.write(TOKEN_HELP);
     return 0;
+  }
+  if (args.error !== undefined || args.positionals.length > 0) {
+    process.stderr.write(`agentwrit-sidecar token: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${TOKEN_HELP}`);
+    return 2;
   }
   const broker = flagString(args, 'broker') ?? process.env.AGENTWRIT_BROKER_URL ?? 'http://127.0.0.1:8080';
   const secret = flagString(args, 'admin-secret') ?? process.env.AGENTWRIT_ADMIN_SECRET ?? process.env.AA_ADMIN_SECRET;

@@ -77,3 +77,17 @@ t.test('token: usage errors are explained', async (t) => {
   t.equal((r as { code: number }).code, 2);
   t.match((r as { stderr: string }).stderr, /admin secret is required|--scope/);
 });
+
+t.test('a mistyped option is refused with usage, never ignored', async (t) => {
+  for (const [args, pattern] of [
+    [['serve', '--confg', 'x.yaml'], /unknown option --confg/],
+    [['dev', '--proxy-prot', '1'], /unknown option --proxy-prot/],
+    [['token', '--broker'], /--broker needs a value/],
+    [['broker', '--stat', 'state.json'], /unknown option --stat/],
+    [['policy', 'explain', '--config'], /--config needs a value/],
+  ] as const) {
+    const r = (await run(process.execPath, [MAIN, ...args]).catch((e: unknown) => e)) as { code: number; stderr: string };
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, pattern, args.join(' '));
+  }
+});
