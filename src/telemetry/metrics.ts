@@ -4,37 +4,38 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { VerifierObserver } from '../auth/types.js';
+import { type CounterSeries, type HistogramSeries, HotCounter, HotHistogram } from './hot.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly requests = new Counter({
-    name: 'agentwrit_sidecar_requests_total',
-    help: 'Requests handled by the proxy, by route, decision and error code.',
-    labelNames: ['route', 'decision', 'code'] as const,
-    registers: [this.registry],
-  });
-  readonly requestDuration = new Histogram({
-    name: 'agentwrit_sidecar_request_duration_seconds',
-    help: 'Time from request head to the end of the response, by route and decision.',
-    labelNames: ['route', 'decision'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly upstreamDuration = new Histogram({
-    name: 'agentwrit_sidecar_upstream_duration_seconds',
-    help: 'Time from sending the request upstream to receiving the response head, by route.',
-    labelNames: ['route'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly tokenVerifications = new Counter({
-    name: 'agentwrit_sidecar_token_verifications_total',
-    help: 'Token verifications by outcome and source (cache, offline, online).',
-    labelNames: ['outcome', 'source'] as const,
-    registers: [this.registry],
-  });
+  readonly requests = new HotCounter(
+    'agentwrit_sidecar_requests_total',
+    'Requests handled by the proxy, by route, decision and error code.',
+    ['route', 'decision', 'code'],
+    this.registry,
+  );
+  readonly requestDuration = new HotHistogram(
+    'agentwrit_sidecar_request_duration_seconds',
+    'Time from request head to the end of the response, by route and decision.',
+    ['route', 'decision'],
+    LATENCY_BUCKETS,
+    this.registry,
+  );
+  readonly upstreamDuration = new HotHistogram(
+    'agentwrit_sidecar_upstream_duration_seconds',
+    'Time from sending the request upstream to receiving the response head, by route.',
+    ['route'],
+    LATENCY_BUCKETS,
+    this.registry,
+  );
+  readonly tokenVerifications = new HotCounter(
+    'agentwrit_sidecar_token_verifications_total',
+    'Token verifications by outcome and source (cache, offline, online).',
+    ['outcome', 'source'],
+    this.registry,
+  );
   readonly brokerRevalidationDuration = new Histogram({
     name: 'agentwrit_sidecar_broker_revalidation_duration_seconds',
     help: 'Latency of calls to the broker validate endpoint, by outcome (valid, invalid, error).',
@@ -78,10 +79,13 @@ export class Metrics {
     help: 'Failed writes of audit records.',
     registers: [this.registry],
   });
-  readonly inflight = new Gauge({
+  /** Requests between head and record; the gauge reads it at scrape time. */
+  inflightRequests = 0;
+  readonly inflight: Gauge = new Gauge({
     name: 'agentwrit_sidecar_inflight_requests',
     help: 'Requests being handled right now.',
     registers: [this.registry],
+    collect: (): void => this.inflight.set(this.inflightRequests),
   });
   readonly tunnels = new Counter({
     name: 'agentwrit_sidecar_tunnels_total',
@@ -106,25 +110,21 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  /**
-   * Labelled children per (route, decision, code), resolved once: prom-client hashes the label
-   * object on every call otherwise, which costs more than the increment itself on the hot path.
-   * Bounded by routes × codes, both finite per configuration.
-   */
-  private readonly requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void }; upstream: { observe(v: number): void } }>();
+  /** Series per (route, decision, code), resolved once; bounded by routes × codes, both finite per configuration. */
+  private readonly requestSeries = new Map<string, { count: CounterSeries; duration: HistogramSeries; upstream: HistogramSeries }>();
 
   recordRequest(route: string, decision: 'allow' | 'deny', code: string, seconds: number, upstreamSeconds?: number): void {
     const key = `${route}\0${decision}\0${code}`;
-    let c = this.requestChildren.get(key);
+    let c = this.requestSeries.get(key);
     if (!c) {
       c = {
-        count: this.requests.labels(route, decision, code),
-        duration: this.requestDuration.labels(route, decision),
-        upstream: this.upstreamDuration.labels(route),
+        count: this.requests.child(route, decision, code),
+        duration: this.requestDuration.child(route, decision),
+        upstream: this.upstreamDuration.child(route),
       };
-      this.requestChildren.set(key, c);
+      this.requestSeries.set(key, c);
     }
-    c.count.inc();
+    c.count.value++;
     c.duration.observe(seconds);
     if (upstreamSeconds !== undefined) c.upstream.observe(upstreamSeconds);
   }
@@ -135,7 +135,9 @@ export class Metrics {
 
   verifierObserver(): VerifierObserver {
     return {
-      verification: (outcome, source) => this.tokenVerifications.inc({ outcome, source }),
+      verification: (outcome, source) => {
+        this.tokenVerifications.child(outcome, source).value++;
+      },
       revalidation: (seconds, outcome) => {
         this.brokerRevalidationDuration.observe({ outcome }, seconds);
         if (outcome === 'error') this.brokerRevalidationFailures.inc();
