@@ -64,32 +64,46 @@ export function stripHopByHop(headers: Record<string, string | string[] | undefi
   return out;
 }
 
-/** Maps a failure to reach or verify an upstream (undici or node:net/tls) to a stable error. */
 /**
  * The upstream's raw response head, minus hop-by-hop fields and any the Connection header names,
- * with our X-Request-ID, as the flat list node:http's writeHead accepts.
+ * with our X-Request-ID, as the flat list node:http's writeHead accepts. One pass over the list;
+ * fields a Connection header names (rare beyond close/keep-alive) are removed afterwards.
  */
 export function relayHeaders(raw: Buffer[] | string[] | null, requestId: string): string[] {
   const out: string[] = [];
+  let named: Set<string> | undefined;
   if (raw) {
-    let named: Set<string> | undefined;
     for (let i = 0; i < raw.length; i += 2) {
-      if (String(raw[i]).toLowerCase() === 'connection') {
-        named ??= new Set();
-        for (const n of String(raw[i + 1]).split(',')) named.add(n.trim().toLowerCase());
-      }
-    }
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = typeof raw[i] === 'string' ? (raw[i] as string) : (raw[i] as Buffer).toString('latin1');
+      const n = raw[i];
+      const v = raw[i + 1];
+      const name = typeof n === 'string' ? n : n.toString('latin1');
+      const value = typeof v === 'string' ? v : v.toString('latin1');
       const lower = name.toLowerCase();
-      if (HOP_BY_HOP.has(lower) || lower === 'x-request-id' || named?.has(lower)) continue;
-      out.push(name, typeof raw[i + 1] === 'string' ? (raw[i + 1] as string) : (raw[i + 1] as Buffer).toString('latin1'));
+      if (HOP_BY_HOP.has(lower) || lower === 'x-request-id') {
+        if (lower === 'connection') {
+          for (const token of value.split(',')) {
+            const t = token.trim().toLowerCase();
+            if (t === '' || t === 'close' || t === 'keep-alive') continue;
+            named ??= new Set();
+            named.add(t);
+          }
+        }
+        continue;
+      }
+      out.push(name, value);
     }
+  }
+  if (named) {
+    const kept: string[] = [];
+    for (let i = 0; i < out.length; i += 2) if (!named.has(out[i].toLowerCase())) kept.push(out[i], out[i + 1]);
+    kept.push('x-request-id', requestId);
+    return kept;
   }
   out.push('x-request-id', requestId);
   return out;
 }
 
+/** Maps a failure to reach or verify an upstream (undici or node:net/tls) to a stable error. */
 export function upstreamErrorToSidecar(err: unknown): SidecarError {
   const e = err as { code?: string; name?: string };
   const code = e?.code ?? '';
@@ -114,6 +128,82 @@ function byteLimit(max: number): Transform {
       else cb(null, chunk);
     },
   });
+}
+
+/**
+ * One upstream exchange, as undici's dispatch handler with the raw header list: the response head
+ * goes to the agent as a flat [name, value, ...] array, without building a header object first.
+ * Settles once: resolves with the status when the response is relayed (or the agent went away),
+ * rejects with a SidecarError while nothing was written to the agent yet.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private readonly started = process.hrtime.bigint();
+  private status = 0;
+  private upstreamSeconds = 0;
+  private abortUpstream: ((err: Error) => void) | undefined;
+  private resumeUpstream: (() => void) | undefined;
+  private clientGone = false;
+  private settled = false;
+  private readonly onDrain = () => this.resumeUpstream?.();
+  private readonly onClose = () => {
+    if (this.settled || this.res.writableFinished) return;
+    this.clientGone = true;
+    this.abortUpstream?.(new Error('client closed the connection'));
+  };
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly requestId: string,
+    private readonly resolve: (r: ForwardResult) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    res.on('close', this.onClose);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortUpstream = abort;
+    if (this.clientGone) abort(new Error('client closed the connection'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // interim responses are not relayed
+    this.resumeUpstream = resume;
+    this.upstreamSeconds = Number(process.hrtime.bigint() - this.started) / 1e9;
+    this.status = statusCode;
+    this.res.writeHead(statusCode, relayHeaders(rawHeaders, this.requestId));
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', this.onDrain);
+    return false;
+  }
+
+  onComplete(): void {
+    this.res.end();
+    this.settle();
+  }
+
+  onError(err: Error): void {
+    this.settle(err);
+  }
+
+  private settle(err?: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    const { res, status, upstreamSeconds } = this;
+    res.off('close', this.onClose);
+    res.off('drain', this.onDrain);
+    if (err === undefined) this.resolve({ status, upstreamSeconds });
+    else if (this.clientGone) this.resolve({ status: status || 499, upstreamSeconds });
+    else if (err instanceof SidecarError) this.reject(err);
+    else if ((err as { cause?: unknown })?.cause instanceof SidecarError) this.reject((err as { cause: unknown }).cause);
+    else if (res.headersSent) {
+      res.destroy();
+      this.resolve({ status, upstreamSeconds });
+    } else this.reject(upstreamErrorToSidecar(err));
+  }
 }
 
 export class Forwarder {
@@ -242,65 +332,10 @@ export class Forwarder {
       body = req.headers['content-length'] !== undefined ? req : req.pipe(byteLimit(opts.maxBodyBytes));
     }
     return new Promise<ForwardResult>((resolve, reject) => {
-      const started = process.hrtime.bigint();
-      let status = 0;
-      let upstreamSeconds = 0;
-      let abortUpstream: ((err: Error) => void) | undefined;
-      let resumeUpstream: (() => void) | undefined;
-      let clientGone = false;
-      let settled = false;
-      const onDrain = () => resumeUpstream?.();
-      const onClose = () => {
-        if (settled || res.writableFinished) return;
-        clientGone = true;
-        abortUpstream?.(new Error('client closed the connection'));
-      };
-      const settle = (err?: unknown) => {
-        if (settled) return;
-        settled = true;
-        res.off('close', onClose);
-        res.off('drain', onDrain);
-        if (err === undefined) return resolve({ status, upstreamSeconds });
-        if (clientGone) return resolve({ status: status || 499, upstreamSeconds });
-        const cause = (err as { cause?: unknown })?.cause;
-        if (err instanceof SidecarError) return reject(err);
-        if (cause instanceof SidecarError) return reject(cause);
-        if (res.headersSent) {
-          res.destroy();
-          return resolve({ status, upstreamSeconds });
-        }
-        reject(upstreamErrorToSidecar(err));
-      };
-      res.on('close', onClose);
-      // undici's handler interface that hands over the raw header list: the response head goes to
-      // the agent as a flat [name, value, ...] array, without building a header object first.
-      const handler: Dispatcher.DispatchHandler = {
-        onConnect(abort) {
-          abortUpstream = abort;
-          if (clientGone) abort(new Error('client closed the connection'));
-        },
-        onHeaders(statusCode, rawHeaders, resume) {
-          if (statusCode < 200) return true; // interim responses are not relayed
-          resumeUpstream = resume;
-          upstreamSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-          status = statusCode;
-          res.writeHead(statusCode, relayHeaders(rawHeaders, opts.requestId));
-          return true;
-        },
-        onData(chunk) {
-          if (res.write(chunk)) return true;
-          res.once('drain', onDrain);
-          return false;
-        },
-        onComplete() {
-          res.end();
-          settle();
-        },
-        onError(err) {
-          settle(err);
-        },
-      };
-      pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, handler);
+      pool.dispatch(
+        { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
+        new Exchange(res, opts.requestId, resolve, reject),
+      );
     });
   }
 

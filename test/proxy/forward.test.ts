@@ -69,6 +69,36 @@ t.test('allowed request: upstream gets the injected key, never the agent token',
   t.equal(r.headers['x-upstream'], 'yes');
 });
 
+t.test('hop-by-hop fields do not cross the proxy, either way', async (t) => {
+  upstream.handlers.set('/files/a/b.txt', (_r, res) => {
+    // Raw head: node would otherwise manage Connection and Keep-Alive itself.
+    res.socket?.write(
+      'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Upstream-Hop\r\nX-Upstream-Hop: private\r\n' +
+        'Keep-Alive: timeout=77\r\nX-Request-ID: upstream-made\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok',
+    );
+    res.socket?.end();
+  });
+  t.teardown(() => upstream.handlers.delete('/files/a/b.txt'));
+  const r = await viaProxy('/files/a/b.txt', { headers: { 'x-request-id': 'agent-id-1' } });
+  t.equal(r.status, 200);
+  t.equal(r.text, 'ok');
+  t.equal(r.headers['x-kept'], 'yes');
+  t.equal(r.headers['x-upstream-hop'], undefined, 'a field the upstream named in Connection is dropped');
+  t.not(r.headers['keep-alive'], 'timeout=77', 'the upstream keep-alive is not relayed');
+  t.equal(r.headers['x-request-id'], 'agent-id-1', 'our request id, not the upstream one');
+  // A raw request: HTTP clients manage Connection themselves and would not send this one.
+  const answer = await raw(
+    `GET http://api.example.com/files/a/b.txt HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\n` +
+      'Connection: close, X-Agent-Hop\r\nX-Agent-Hop: private\r\nTE: trailers\r\nX-Other: kept\r\nX-Request-ID: agent-id-2\r\n\r\n',
+  );
+  t.match(answer, /^HTTP\/1\.1 200 /);
+  const seen = upstream.received.at(-1) as Received;
+  t.equal(seen.headers['x-request-id'], 'agent-id-2');
+  t.equal(seen.headers['x-agent-hop'], undefined, 'a field the agent named in Connection is dropped');
+  t.equal(seen.headers.te, undefined);
+  t.equal(seen.headers['x-other'], 'kept');
+});
+
 t.test('scope from another customer is refused with scope_violation', async (t) => {
   const before = upstream.received.length;
   const r = await viaProxy('/customers/67890/billing');
