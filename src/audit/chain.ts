@@ -55,13 +55,49 @@ export function lineWithHash(canonical: string, hash: string): string {
   return canonical === '{}' ? `{"hash":"${hash}"}` : `${canonical.slice(0, -1)},"hash":"${hash}"}`;
 }
 
-/** Every event key, by value type. A new AuditEvent field fails to compile until it is added here. */
-const EVENT_STRING_KEYS = [
+/** Strings JSON.stringify writes as they are, between quotes: no quote, backslash, control character or surrogate half. */
+const VERBATIM = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+/** A string exactly as JSON.stringify writes it; the check spares the common case its escaping pass. */
+function jsonString(s: string): string {
+  return VERBATIM.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/** `,"key":"value"` when v is a string, else nothing: a field of the wrong type is left out. */
+function str(member: string, v: unknown): string {
+  return typeof v === 'string' ? member + jsonString(v) : '';
+}
+
+/** `,"key":n` for a finite number (String(n) is what JSON.stringify writes for one), else nothing. */
+function num(member: string, v: unknown): string {
+  return typeof v === 'number' && Number.isFinite(v) ? member + v : '';
+}
+
+/** `,"key":[...]` keeping only the strings of an array, else nothing. */
+function strings(member: string, v: unknown): string {
+  if (!Array.isArray(v)) return '';
+  let out = '';
+  for (const x of v) if (typeof x === 'string') out += out === '' ? jsonString(x) : `,${jsonString(x)}`;
+  return `${member}[${out}]`;
+}
+
+/**
+ * Every record member in canonical order (UTF-16 code units, as Array.prototype.sort compares
+ * strings), with seq and prev_hash among them. prepareRecord writes the members in this order and a
+ * test holds it to this list; the assertions below hold the list to the AuditEvent type and to the
+ * sort order, so a new field fails to compile or to load until it is placed here and there.
+ */
+export const RECORD_ORDER = [
+  'bytes_in',
+  'bytes_out',
   'chain_root',
   'close_reason',
   'connector',
   'decision',
+  'deleg_depth',
+  'duration_ms',
   'error_code',
+  'generation',
   'host',
   'jti',
   'method',
@@ -69,64 +105,71 @@ const EVENT_STRING_KEYS = [
   'outcome',
   'path_template',
   'policy_digest',
+  'port',
+  'prev_hash',
   'raw_path',
   'request_id',
   'route',
+  'scopes',
+  'seq',
   'sub',
   'task_id',
   'time',
   'type',
-] as const satisfies readonly (keyof AuditEvent)[];
-const EVENT_NUMBER_KEYS = [
-  'bytes_in',
-  'bytes_out',
-  'deleg_depth',
-  'duration_ms',
-  'generation',
-  'port',
   'upstream_status',
-] as const satisfies readonly (keyof AuditEvent)[];
-type Unlisted = Exclude<keyof AuditEvent, (typeof EVENT_STRING_KEYS)[number] | (typeof EVENT_NUMBER_KEYS)[number] | 'scopes'>;
+] as const;
+type Unlisted = Exclude<keyof AuditEvent, (typeof RECORD_ORDER)[number]>;
 const everyKeyListed: [Unlisted] extends [never] ? true : never = true;
 void everyKeyListed;
-type Kind = 'string' | 'number' | 'strings' | 'seq' | 'prev';
-const RECORD_KEYS: [string, Kind][] = [
-  ...EVENT_STRING_KEYS.map((k): [string, Kind] => [k, 'string']),
-  ...EVENT_NUMBER_KEYS.map((k): [string, Kind] => [k, 'number']),
-  ['scopes', 'strings'],
-  ['seq', 'seq'],
-  ['prev_hash', 'prev'],
-];
-// Canonical order: UTF-16 code units, as Array.prototype.sort compares strings.
-RECORD_KEYS.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+if ([...RECORD_ORDER].sort().join() !== RECORD_ORDER.join()) throw new Error('audit: RECORD_ORDER is not in canonical order');
 
-/** An event reduced to known, well-typed fields, with seq and prev_hash slots, in canonical key order. */
-export type PreparedRecord = Record<string, unknown> & { readonly __prepared: true };
+/**
+ * An event reduced to known, well-typed fields and already written as canonical JSON text, in
+ * three pieces around the two members only the writer knows:
+ *   {<before>"prev_hash":"…"<between>,"seq":N<after>}
+ * `before` members each end with a comma; `between` and `after` members each start with one.
+ */
+export interface PreparedRecord {
+  readonly before: string;
+  readonly between: string;
+  readonly after: string;
+}
 
 /**
  * Copies only the known AuditEvent fields with values of the right type, so nothing else an object
  * happens to carry (a token, a secret) can reach the file and the result always serializes. The
- * copy is built in canonical key order, seq and prev_hash included as slots filled at write time:
- * JSON.stringify then writes canonical text directly (no sorting), which keeps the writer cheap.
- * A missing time is filled with the current time. The caller may reuse its event objects.
+ * text is written field by field in canonical order — no intermediate object, no sort, no
+ * JSON.stringify of the record, which costs several times more per request — and each string and
+ * number comes out exactly as JSON.stringify writes it. A missing time is filled with the current
+ * time. The caller may reuse its event objects.
  */
 export function prepareRecord(event: AuditEvent): PreparedRecord {
-  const src = event as unknown as Record<string, unknown>;
-  const out: Record<string, unknown> = {};
-  for (const [key, kind] of RECORD_KEYS) {
-    const v = src[key];
-    if (kind === 'seq') out[key] = 0;
-    else if (kind === 'prev') out[key] = GENESIS_HASH;
-    else if (key === 'time') out[key] = typeof v === 'string' && v !== '' ? v : new Date().toISOString();
-    else if (kind === 'string') {
-      if (typeof v === 'string') out[key] = v;
-    } else if (kind === 'number') {
-      if (typeof v === 'number' && Number.isFinite(v)) out[key] = v;
-    } else if (Array.isArray(v)) {
-      out[key] = v.filter((x) => typeof x === 'string');
-    }
-  }
-  return out as PreparedRecord;
+  const e = event as unknown as Record<(typeof RECORD_ORDER)[number], unknown>;
+  const time = typeof e.time === 'string' && e.time !== '' ? e.time : new Date().toISOString();
+  const before =
+    num(',"bytes_in":', e.bytes_in) +
+    num(',"bytes_out":', e.bytes_out) +
+    str(',"chain_root":', e.chain_root) +
+    str(',"close_reason":', e.close_reason) +
+    str(',"connector":', e.connector) +
+    str(',"decision":', e.decision) +
+    num(',"deleg_depth":', e.deleg_depth) +
+    num(',"duration_ms":', e.duration_ms) +
+    str(',"error_code":', e.error_code) +
+    num(',"generation":', e.generation) +
+    str(',"host":', e.host) +
+    str(',"jti":', e.jti) +
+    str(',"method":', e.method) +
+    str(',"orch_id":', e.orch_id) +
+    str(',"outcome":', e.outcome) +
+    str(',"path_template":', e.path_template) +
+    str(',"policy_digest":', e.policy_digest) +
+    num(',"port":', e.port);
+  const between =
+    str(',"raw_path":', e.raw_path) + str(',"request_id":', e.request_id) + str(',"route":', e.route) + strings(',"scopes":', e.scopes);
+  const after =
+    str(',"sub":', e.sub) + str(',"task_id":', e.task_id) + str(',"time":', time) + str(',"type":', e.type) + num(',"upstream_status":', e.upstream_status);
+  return { before: before === '' ? '' : `${before.slice(1)},`, between, after };
 }
 
 export interface ChainedLine {
@@ -135,14 +178,11 @@ export interface ChainedLine {
   hash: string;
 }
 
-/** Serializes a prepared record as record `seq` chained to `prevHash` (assigning its slots). */
+/** Serializes a prepared record as record `seq` chained to `prevHash`. */
 export function chainPrepared(rec: PreparedRecord, seq: number, prevHash: string): ChainedLine {
-  const r = rec as Record<string, unknown>;
-  r.seq = seq;
-  r.prev_hash = prevHash;
-  const canonical = JSON.stringify(r);
-  const hash = sha256Hex(canonical);
-  return { line: `${lineWithHash(canonical, hash)}\n`, hash };
+  const open = `{${rec.before}"prev_hash":${jsonString(prevHash)}${rec.between},"seq":${seq}${rec.after}`;
+  const hash = sha256Hex(`${open}}`);
+  return { line: `${open},"hash":"${hash}"}\n`, hash };
 }
 
 /** Serializes an arbitrary record body (the sink's own notes); the body must not hold seq/prev_hash/hash. */
