@@ -32,6 +32,12 @@ export interface TokenVerifier {
    * token_invalid / token_expired / token_revoked (401), broker_unavailable (503).
    */
   verify(token: string): Promise<VerifyResult>;
+  /**
+   * The answer verify() would give at once, when it needs no work beyond a cache hit (an identity
+   * checked recently enough); undefined otherwise — then call verify(). Never refuses: refusals
+   * go through verify() so they are counted and explained in one place.
+   */
+  cached(token: string): VerifyResult | undefined;
   /** Ready once key material (offline/hybrid) is loaded. */
   ready(): boolean;
   /** Number of tokens currently cached. */

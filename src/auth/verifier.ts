@@ -34,6 +34,15 @@ const REVOKED = new Refusal('token_revoked', 'token has been revoked or released
 const ONLINE_INVALID = 'token is invalid, expired or revoked';
 
 type Entry = AgentIdentity | Refusal;
+type Probe =
+  | { kind: 'miss' }
+  | { kind: 'fresh' | 'stale'; identity: AgentIdentity }
+  | { kind: 'refused'; error: SidecarError };
+const MISS: Probe = { kind: 'miss' };
+
+function wellSized(token: string): boolean {
+  return typeof token === 'string' && token.length > 0 && token.length <= MAX_TOKEN_LENGTH;
+}
 type Outcome = Parameters<VerifierObserver['verification']>[0];
 
 const OUTCOMES: Partial<Record<ErrorCode, Outcome>> = {
@@ -77,27 +86,39 @@ class Verifier implements TokenVerifier {
     this.pruner.unref();
   }
 
-  async verify(token: string): Promise<VerifyResult> {
-    if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
-      return this.refuse(tokenInvalid(DETAIL.format), this.missSource);
+  /** What the cache holds for a token digest right now. An expired entry is dropped. */
+  private probe(key: string, now: number): Probe {
+    const slot = this.cache.lookup(key);
+    if (slot === -1) return MISS;
+    if (now >= this.cache.deadline(slot)) {
+      this.cache.delete(key);
+      return { kind: 'refused', error: new SidecarError('token_expired', DETAIL.expired) };
     }
+    const entry = this.cache.value(slot);
+    if (entry instanceof Refusal) return { kind: 'refused', error: new SidecarError(entry.code, entry.detail) };
+    if (!this.online || now - this.cache.checkedAt(slot) < this.revalidateMs) return { kind: 'fresh', identity: entry };
+    return { kind: 'stale', identity: entry };
+  }
+
+  private hit(identity: AgentIdentity): VerifyResult {
+    this.observer?.verification('ok', 'cache');
+    return { identity, source: 'cache' };
+  }
+
+  cached(token: string): VerifyResult | undefined {
+    if (!wellSized(token)) return undefined;
+    const found = this.probe(hash('sha256', token, 'binary'), this.now());
+    return found.kind === 'fresh' ? this.hit(found.identity) : undefined;
+  }
+
+  async verify(token: string): Promise<VerifyResult> {
+    if (!wellSized(token)) return this.refuse(tokenInvalid(DETAIL.format), this.missSource);
     const key = hash('sha256', token, 'binary');
     const now = this.now();
-    const slot = this.cache.lookup(key);
-    let known: AgentIdentity | undefined;
-    if (slot !== -1) {
-      if (now >= this.cache.deadline(slot)) {
-        this.cache.delete(key);
-        return this.refuse(new SidecarError('token_expired', DETAIL.expired), 'cache');
-      }
-      const entry = this.cache.value(slot);
-      if (entry instanceof Refusal) return this.refuse(new SidecarError(entry.code, entry.detail), 'cache');
-      if (!this.online || now - this.cache.checkedAt(slot) < this.revalidateMs) {
-        this.observer?.verification('ok', 'cache');
-        return { identity: entry, source: 'cache' };
-      }
-      known = entry;
-    }
+    const found = this.probe(key, now);
+    if (found.kind === 'fresh') return this.hit(found.identity);
+    if (found.kind === 'refused') return this.refuse(found.error, 'cache');
+    const known = found.kind === 'stale' ? found.identity : undefined;
     let pending = this.inflight.get(key);
     if (!pending) {
       const started = known ? this.revalidate(token, key, known) : this.firstSight(token, key, now);

@@ -18,6 +18,8 @@ import { SidecarError } from '../errors.js';
 export interface SecretReader {
   /** The current value; cheap when unchanged. Rejects with connector_unavailable. */
   read(): Promise<string>;
+  /** The value read() would resolve with at once, when no check is due; undefined otherwise. */
+  peek(): string | undefined;
   /** "env NAME" or "file /path": never the value. */
   describe(): string;
 }
@@ -47,6 +49,10 @@ class EnvSecret implements SecretReader {
 
   describe(): string {
     return `env ${this.name}`;
+  }
+
+  peek(): string | undefined {
+    return this.value;
   }
 
   read(): Promise<string> {
@@ -84,8 +90,13 @@ class FileSecret implements SecretReader {
     return `file ${this.path}`;
   }
 
+  peek(): string | undefined {
+    return this.state && Date.now() - this.checkedAt < SECRET_RECHECK_MS ? this.state.value : undefined;
+  }
+
   read(): Promise<string> {
-    if (this.state && Date.now() - this.checkedAt < SECRET_RECHECK_MS) return Promise.resolve(this.state.value);
+    const fresh = this.peek();
+    if (fresh !== undefined) return Promise.resolve(fresh);
     // One stat at a time, shared by every request that finds the check due.
     this.inflight ??= this.refresh().finally(() => {
       this.inflight = undefined;

@@ -108,6 +108,16 @@ abstract class StaticConnector implements Connector {
     await this.getCredential();
   }
 
+  credentialNow(): Credential | undefined {
+    const c = this.cached;
+    if (!c) return undefined;
+    for (let i = 0; i < this.sources.length; i++) {
+      const v = this.sources[i].peek();
+      if (v === undefined || v !== this.cachedFrom[i]) return undefined;
+    }
+    return c;
+  }
+
   async getCredential(): Promise<Credential> {
     const values = await Promise.all(this.sources.map((s) => s.read()));
     const c = this.cached;

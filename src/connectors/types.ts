@@ -30,6 +30,11 @@ export interface Connector {
   provision(): Promise<void>;
   /** Rejects with SidecarError connector_unavailable when the credential cannot be had. */
   getCredential(ctx: CredentialContext): Promise<Credential>;
+  /**
+   * The credential getCredential() would resolve with at once, when it is at hand without any
+   * I/O or check due; undefined otherwise (then call getCredential). Optional.
+   */
+  credentialNow?(ctx: CredentialContext): Credential | undefined;
   /** Cheap and synchronous: put the credential on the outbound request. */
   apply(credential: Credential, outbound: OutboundRequest): void;
   dispose(): Promise<void>;

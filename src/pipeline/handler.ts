@@ -12,7 +12,7 @@ import { type TunnelContext, tunnelContextOf } from '../ingress/tunnel-context.j
 import { AGENT_CREDENTIAL_HEADERS, extractToken } from '../ingress/token.js';
 import type { CanonicalRequest, RouteMatch } from '../policy/types.js';
 import type { Generation, Runtime } from '../runtime/types.js';
-import { stripHopByHop } from '../upstream/forwarder.js';
+import { type ForwardResult, stripHopByHop } from '../upstream/forwarder.js';
 import { recordDecision } from './record.js';
 import { sendProblem, toSidecarError } from './respond.js';
 import { nextRequestId } from './request-id.js';
@@ -109,9 +109,14 @@ function canonicalizePlainTunnel(method: string, target: string, headers: Incomi
 
 /**
  * The decision stages shared by plain requests and WebSocket upgrades: classify → authenticate →
- * match → authorize → audit check → credential. Fills `st` as it goes; throws a SidecarError to refuse.
+ * match → authorize → audit check → credential. Fills `st` as it goes; throws (or rejects with) a
+ * SidecarError to refuse.
+ *
+ * Returns synchronously when nothing needs waiting for — a token verified recently and a
+ * credential at hand, the common case — and a promise otherwise: each await costs a microtask
+ * turn and a promise, which a proxy pays on every request.
  */
-export async function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestState): Promise<PreparedRequest> {
+export function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestState): PreparedRequest | Promise<PreparedRequest> {
   const gen = rt.generation();
   if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
   checkFraming(req.rawHeaders);
@@ -120,14 +125,25 @@ export async function prepareRequest(rt: Runtime, req: IncomingMessage, st: Requ
 
   const intake = extractToken(req.headers, tunnelContextOf(req.socket)?.token);
   if (intake.token === undefined) throw authenticateError(canon?.kind ?? 'reverse', intake.malformed);
-  const verified = await rt.verifier.verify(intake.token);
-  st.identity = verified.identity;
+  const hit = rt.verifier.cached(intake.token);
+  if (hit) return afterVerify(rt, gen, req, st, canon, hit.identity);
+  return rt.verifier.verify(intake.token).then((verified) => afterVerify(rt, gen, req, st, canon, verified.identity));
+}
 
+function afterVerify(
+  rt: Runtime,
+  gen: Generation,
+  req: IncomingMessage,
+  st: RequestState,
+  canon: CanonicalRequest | undefined,
+  identity: AgentIdentity,
+): PreparedRequest | Promise<PreparedRequest> {
+  st.identity = identity;
   // Routing happens only after authentication so an anonymous caller learns nothing of the policy.
   const match = canon ? gen.policy.matcher.match(canon) : undefined;
   if (!canon || !match) throw new SidecarError('no_route', 'no policy route allows this request');
   st.match = match;
-  const denied = authorize(verified.identity, match);
+  const denied = authorize(identity, match);
   if (denied) throw denied;
 
   if (rt.config.audit.onFailure === 'closed' && !rt.audit.healthy()) {
@@ -135,48 +151,66 @@ export async function prepareRequest(rt: Runtime, req: IncomingMessage, st: Requ
   }
   const withBody = hasBody(req, rt.config.proxy.maxRequestBodyBytes);
   const out = buildOutbound(req, canon, st.requestId);
+  const prepared: PreparedRequest = { out, match, withBody };
   const connectorName = match.route.connector;
-  if (connectorName !== undefined) {
-    const connector = gen.connectors.get(connectorName);
-    if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
-    const credential = await connector.getCredential({
-      routeId: match.route.id,
-      sub: verified.identity.sub,
-      taskId: verified.identity.taskId,
-      tokenExp: verified.identity.exp,
-    });
-    connector.apply(credential, out);
+  if (connectorName === undefined) return prepared;
+  const connector = gen.connectors.get(connectorName);
+  if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
+  const ctx = { routeId: match.route.id, sub: identity.sub, taskId: identity.taskId, tokenExp: identity.exp };
+  const now = connector.credentialNow?.(ctx);
+  if (now) {
+    connector.apply(now, out);
+    return prepared;
   }
-  return { out, match, withBody };
+  return connector.getCredential(ctx).then((credential) => {
+    connector.apply(credential, out);
+    return prepared;
+  });
 }
 
 export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const maxBody = rt.config.proxy.maxRequestBodyBytes;
 
-  async function handle(req: IncomingMessage, res: ServerResponse, st: RequestState): Promise<void> {
-    const { out, match, withBody } = await prepareRequest(rt, req, st);
-    const result = await rt.forwarder.forward(out, req, res, {
-      caFile: match.route.def.caFile,
-      requestId: st.requestId,
-      maxBodyBytes: maxBody,
-      hasBody: withBody,
-    });
-    st.upstreamStatus = result.status;
-    st.upstreamSeconds = result.upstreamSeconds;
-  }
-
+  // Plain callbacks rather than one async function: see prepareRequest.
   return (req, res) => {
     const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
-    rt.metrics.inflight.inc();
-    handle(req, res, st)
-      .catch((err: unknown) => {
+    rt.metrics.inflightRequests++;
+    const done = () => {
+      rt.metrics.inflightRequests--;
+      recordDecision(rt, st);
+    };
+    const fail = (err: unknown) => {
+      try {
         st.error = toSidecarError(err);
         if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error');
         sendProblem(res, st.error, st.requestId);
-      })
-      .finally(() => {
-        rt.metrics.inflight.dec();
-        recordDecision(rt, st);
-      });
+      } finally {
+        done();
+      }
+    };
+    const forwarded = (result: ForwardResult) => {
+      st.upstreamStatus = result.status;
+      st.upstreamSeconds = result.upstreamSeconds;
+      done();
+    };
+    const forward = ({ out, match, withBody }: PreparedRequest) => {
+      let sent: Promise<ForwardResult>;
+      try {
+        sent = rt.forwarder.forward(out, req, res, { caFile: match.route.def.caFile, requestId: st.requestId, maxBodyBytes: maxBody, hasBody: withBody });
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      sent.then(forwarded, fail);
+    };
+    let prepared: PreparedRequest | Promise<PreparedRequest>;
+    try {
+      prepared = prepareRequest(rt, req, st);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (prepared instanceof Promise) prepared.then(forward, fail);
+    else forward(prepared);
   };
 }

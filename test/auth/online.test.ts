@@ -186,3 +186,31 @@ t.test('online mode checks a delegation chain with the key when one is configure
   t.equal(await code(v.verify(build([{ ...chain[0], signature: '00'.repeat(64) }]))), 'token_invalid', 'bad record signature');
   t.equal(await code(v.verify(build(chain, 'ab'.repeat(32)))), 'token_invalid', 'bad chain_hash');
 });
+
+t.test('cached(): answers at once only for a recently checked token, and never refuses', async (t) => {
+  const broker = await startValidateBroker('valid');
+  t.teardown(() => broker.close());
+  const rec = recorder();
+  const v = await createTokenVerifier(
+    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, revalidateAfter: '150ms', timeout: '500ms' }),
+    { observer: rec.observer },
+  );
+  t.teardown(() => v.close());
+  const token = fresh();
+  t.equal(v.cached(token), undefined, 'never seen: no answer without verify()');
+  t.equal(v.cached(''), undefined);
+  t.equal(v.cached('x'.repeat(70_000)), undefined);
+  await v.verify(token);
+  const hit = v.cached(token);
+  t.equal(hit?.source, 'cache');
+  t.equal(hit?.identity.sub, (await v.verify(token)).identity.sub);
+  t.equal(rec.verifications.filter((x) => x === 'ok/cache').length, 2, 'a hit is counted like one from verify()');
+  t.equal(v.cached(`${token.slice(0, -2)}AA`), undefined, 'another signature is another token');
+
+  await sleep(200);
+  t.equal(v.cached(token), undefined, 'due for revalidation: left to verify()');
+  broker.mode = 'invalid';
+  t.equal(await code(v.verify(token)), 'token_revoked');
+  t.equal(v.cached(token), undefined, 'a cached refusal is not an answer');
+  t.equal(await code(v.verify(token)), 'token_revoked', 'verify() still refuses it');
+});

@@ -73,6 +73,32 @@ t.test('the rendered credential is cached until the secret changes', async (t) =
   t.equal(out.headers.authorization, 'Bearer two');
 });
 
+t.test('credentialNow(): the cached credential while no check is due, else nothing', async (t) => {
+  const path = join(dir, 'now');
+  await writeFile(path, 'one\n');
+  const c = createConnector(def({ name: 'n', type: 'static', secret: { file: 'now' }, format: `Bearer ${PH}` }), { baseDir: dir });
+  t.equal(c.credentialNow?.(ctx), undefined, 'nothing before the first read');
+  await c.provision();
+  const first = await c.getCredential(ctx);
+  t.equal(c.credentialNow?.(ctx), first, 'the same object getCredential gave');
+  await writeFile(`${path}.new`, 'two\n');
+  await rename(`${path}.new`, path);
+  await new Promise((r) => setTimeout(r, SECRET_RECHECK_MS + 50));
+  t.equal(c.credentialNow?.(ctx), undefined, 'the file is due for a check: left to getCredential');
+  const second = await c.getCredential(ctx);
+  t.not(second, first);
+  t.equal(c.credentialNow?.(ctx), second, 'the rotated value once read');
+  await rm(path);
+  await new Promise((r) => setTimeout(r, SECRET_RECHECK_MS + 50));
+  t.equal(c.credentialNow?.(ctx), undefined);
+  t.equal((await refusal(c)).code, 'connector_unavailable', 'a removed secret is refused, not served from memory');
+  t.equal(c.credentialNow?.(ctx), undefined);
+
+  const env = createConnector(def({ name: 'e', type: 'static', secret: { env: 'K' } }), { baseDir: dir, env: { K: 'sk' } });
+  await env.provision();
+  t.equal(env.credentialNow?.(ctx), await env.getCredential(ctx), 'an env secret never needs a check');
+});
+
 t.test('query: set, URL-encoded, replacing every copy the agent sent', async (t) => {
   const c = createConnector(def({ name: 'q', type: 'static', secret: { env: 'K' }, query: 'api_key' }), { baseDir: dir, env: { K: 'a b&c=d/é' } });
   const enc = 'api_key=a%20b%26c%3Dd%2F%C3%A9';
