@@ -134,13 +134,14 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   const sockets = new Set<Socket>();
   let inflight = 0;
   let drained: (() => void) | undefined;
+  const onClosed = () => {
+    inflight--;
+    if (inflight === 0 && drained) drained();
+  };
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     inflight++;
     if (rt.draining) res.setHeader('connection', 'close');
-    res.once('close', () => {
-      inflight--;
-      if (inflight === 0 && drained) drained();
-    });
+    res.on('close', onClosed); // 'close' comes once; one shared listener, no per-request closure
     handler(req, res);
   };
   const proxy = createServer(

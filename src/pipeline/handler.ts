@@ -50,9 +50,11 @@ export function authorize(identity: AgentIdentity, match: RouteMatch): SidecarEr
   return undefined;
 }
 
+/** The agent's credentials never go upstream; the request id is set anew. */
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...AGENT_CREDENTIAL_HEADERS, 'x-request-id']);
+
 function buildOutbound(req: IncomingMessage, canon: CanonicalRequest, requestId: string): OutboundRequest {
-  const headers = stripHopByHop(req.headers);
-  for (const h of AGENT_CREDENTIAL_HEADERS) delete headers[h];
+  const headers = stripHopByHop(req.headers, NOT_FORWARDED);
   headers['x-request-id'] = requestId;
   return {
     method: canon.method,

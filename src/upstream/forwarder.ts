@@ -43,8 +43,11 @@ const HOP_BY_HOP = new Set([
   'host',
 ]);
 
-/** Removes hop-by-hop fields and every field the Connection header names. */
-export function stripHopByHop(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+/**
+ * Removes hop-by-hop fields, every field the Connection header names, and the fields in `drop`.
+ * Builds a new object rather than deleting from a copy, which would leave it slow to read.
+ */
+export function stripHopByHop(headers: Record<string, string | string[] | undefined>, drop?: ReadonlySet<string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   let named: Set<string> | undefined;
   const conn = headers.connection;
@@ -58,7 +61,7 @@ export function stripHopByHop(headers: Record<string, string | string[] | undefi
   }
   for (const k in headers) {
     const v = headers[k];
-    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k) || drop?.has(k)) continue;
     out[k] = v;
   }
   return out;
@@ -144,7 +147,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   private resumeUpstream: (() => void) | undefined;
   private clientGone = false;
   private settled = false;
-  private readonly onDrain = () => this.resumeUpstream?.();
+  private waitingDrain = false;
+  private readonly onDrain = () => {
+    this.waitingDrain = false;
+    this.resumeUpstream?.();
+  };
   private readonly onClose = () => {
     if (this.settled || this.res.writableFinished) return;
     this.clientGone = true;
@@ -176,6 +183,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
+    this.waitingDrain = true;
     this.res.once('drain', this.onDrain);
     return false;
   }
@@ -193,8 +201,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.settled) return;
     this.settled = true;
     const { res, status, upstreamSeconds } = this;
-    res.off('close', this.onClose);
-    res.off('drain', this.onDrain);
+    // The close listener stays: it does nothing once settled, and the response is done with.
+    if (this.waitingDrain) res.off('drain', this.onDrain);
     if (err === undefined) this.resolve({ status, upstreamSeconds });
     else if (this.clientGone) this.resolve({ status: status || 499, upstreamSeconds });
     else if (err instanceof SidecarError) this.reject(err);
