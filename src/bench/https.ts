@@ -189,10 +189,8 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
       return r.statusCode;
     };
     const warm = Math.min(2, opts.seconds);
-    await fixedRate(sendDirect, RATE, warm);
-    await fixedRate(sendProxied, RATE, warm);
-    const d = await fixedRate(sendDirect, RATE, opts.seconds);
-    const p = await fixedRate(sendProxied, RATE, opts.seconds);
+    const d = await fixedRate(sendDirect, RATE, opts.seconds, warm);
+    const p = await fixedRate(sendProxied, RATE, opts.seconds, warm);
     await direct.close();
     await proxied.close();
 

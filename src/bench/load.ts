@@ -4,31 +4,58 @@ import { request } from 'undici';
 
 export const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
-/** Open loop: request i starts at start + i/rate whatever the earlier ones are doing. */
-export async function fixedRate(send: () => Promise<number>, rate: number, seconds: number): Promise<{ p50: number; p99: number; errors: number }> {
-  const lat: number[] = [];
+/**
+ * Open loop: request i starts at start + i/rate whatever the earlier ones are doing. The first
+ * `warmupSeconds` run at the same rate and are not counted: the measured window starts with warm
+ * connections, code and heap, for the direct and the proxied target alike. The generator keeps
+ * nothing per request but one number, so its own garbage collection stays out of the figures.
+ */
+export async function fixedRate(
+  send: () => Promise<number>,
+  rate: number,
+  seconds: number,
+  warmupSeconds = 2,
+): Promise<{ p50: number; p99: number; errors: number }> {
+  const total = Math.round(rate * (warmupSeconds + seconds));
+  const skip = Math.round(rate * warmupSeconds);
+  const lat = new Float64Array(total - skip);
+  let measured = 0;
   let errors = 0;
-  const pending: Promise<void>[] = [];
+  let outstanding = 0;
+  let allSent = false;
+  let finished: () => void = () => {};
+  const done = new Promise<void>((r) => {
+    finished = r;
+  });
+  const settle = () => {
+    outstanding--;
+    if (allSent && outstanding === 0) finished();
+  };
   const start = performance.now();
-  for (let i = 0; i < rate * seconds; i++) {
+  for (let i = 0; i < total; i++) {
     const wait = start + (i * 1000) / rate - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     const t0 = performance.now();
-    pending.push(
-      send().then(
-        (status) => {
+    const counted = i >= skip;
+    outstanding++;
+    send().then(
+      (status) => {
+        if (counted) {
           if (status !== 200) errors++;
-          lat.push(performance.now() - t0);
-        },
-        () => {
-          errors++;
-        },
-      ),
+          lat[measured++] = performance.now() - t0;
+        }
+        settle();
+      },
+      () => {
+        if (counted) errors++;
+        settle();
+      },
     );
   }
-  await Promise.all(pending);
-  lat.sort((a, b) => a - b);
-  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), errors };
+  allSent = true;
+  if (outstanding > 0) await done;
+  const sorted = Array.from(lat.subarray(0, measured)).sort((a, b) => a - b);
+  return { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), errors };
 }
 
 /** A port free right now on loopback (the sidecar binds it a moment later). */

@@ -4,7 +4,8 @@
  *
  * Layout on a 2-core machine: the sidecar is pinned to CPU 1 (taskset), the load generator, the
  * upstream and the broker to CPU 0. Saturation uses wrk (apt-get install wrk); the fixed-rate
- * latency run is an open-loop generator in this process (1,000 req/s over keep-alive).
+ * latency runs are an open-loop generator in this process (1,000 req/s over keep-alive). They come
+ * first, direct then sidecar, each measured after 5 s at the same rate that are not counted.
  */
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -21,6 +22,8 @@ import { fixedRate, freePort, waitReady } from './load.js';
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
+/** Seconds at 1,000 req/s before each latency window: warm connections and optimized code. */
+const LATENCY_WARMUP = 5;
 
 function has(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
@@ -119,6 +122,34 @@ async function main(): Promise<void> {
   const directLua = `wrk.headers["Authorization"] = "Bearer bench-upstream-key"\n`;
   const proxyLua = `wrk.path = "http://api.example.com${path}"\nwrk.headers["Host"] = "api.example.com"\nwrk.headers["Proxy-Authorization"] = "Bearer ${token}"\n`;
 
+  // Latency first, on a quiet machine, each target after its own warm-up at the same rate.
+  const direct = new Agent({ connections: 32 });
+  const viaProxy = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 32 });
+  const directLat = await fixedRate(
+    async () => {
+      const r = await request(`http://127.0.0.1:${upPort}${path}`, { dispatcher: direct, headers: { authorization: 'Bearer bench-upstream-key' } });
+      await r.body.dump();
+      return r.statusCode;
+    },
+    1000,
+    DURATION,
+    LATENCY_WARMUP,
+  );
+  const proxyLat = await fixedRate(
+    async () => {
+      const r = await viaProxy.request({
+        method: 'GET',
+        path: `http://api.example.com${path}`,
+        headers: { host: 'api.example.com', 'proxy-authorization': `Bearer ${token}` },
+      });
+      await r.body.dump();
+      return r.statusCode;
+    },
+    1000,
+    DURATION,
+    LATENCY_WARMUP,
+  );
+
   process.stdout.write(`warming up (${DURATION}s runs)...\n`);
   await wrk(`http://127.0.0.1:${proxyPort}${path}`, proxyLua, dir);
   const directRps = await wrk(`http://127.0.0.1:${upPort}${path}`, directLua, dir);
@@ -141,31 +172,6 @@ async function main(): Promise<void> {
   const bareRps = await wrk(`http://127.0.0.1:${barePort}${path}`, proxyLua, dir);
   const bareCpuPerReq = (cpuMicros(bare.pid as number) - bareCpuBefore) / (bareRps * DURATION);
   bare.kill('SIGTERM');
-
-  const direct = new Agent({ connections: 32 });
-  const viaProxy = new Pool(`http://127.0.0.1:${proxyPort}`, { connections: 32 });
-  const directLat = await fixedRate(
-    async () => {
-      const r = await request(`http://127.0.0.1:${upPort}${path}`, { dispatcher: direct, headers: { authorization: 'Bearer bench-upstream-key' } });
-      await r.body.dump();
-      return r.statusCode;
-    },
-    1000,
-    DURATION,
-  );
-  const proxyLat = await fixedRate(
-    async () => {
-      const r = await viaProxy.request({
-        method: 'GET',
-        path: `http://api.example.com${path}`,
-        headers: { host: 'api.example.com', 'proxy-authorization': `Bearer ${token}` },
-      });
-      await r.body.dump();
-      return r.statusCode;
-    },
-    1000,
-    DURATION,
-  );
 
   const f = (n: number) => n.toFixed(0).padStart(8);
   const ms = (n: number) => `${n.toFixed(3)} ms`;
