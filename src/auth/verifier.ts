@@ -37,8 +37,10 @@ type Entry = AgentIdentity | Refusal;
 type Probe =
   | { kind: 'miss' }
   | { kind: 'fresh' | 'stale'; identity: AgentIdentity }
-  | { kind: 'refused'; error: SidecarError };
+  | { kind: 'refused'; error: SidecarError }
+  | { kind: 'expired' };
 const MISS: Probe = { kind: 'miss' };
+const EXPIRED: Probe = { kind: 'expired' };
 
 function wellSized(token: string): boolean {
   return typeof token === 'string' && token.length > 0 && token.length <= MAX_TOKEN_LENGTH;
@@ -86,14 +88,11 @@ class Verifier implements TokenVerifier {
     this.pruner.unref();
   }
 
-  /** What the cache holds for a token digest right now. An expired entry is dropped. */
+  /** What the cache holds for a token digest right now (read only: verify() drops expired entries). */
   private probe(key: string, now: number): Probe {
     const slot = this.cache.lookup(key);
     if (slot === -1) return MISS;
-    if (now >= this.cache.deadline(slot)) {
-      this.cache.delete(key);
-      return { kind: 'refused', error: new SidecarError('token_expired', DETAIL.expired) };
-    }
+    if (now >= this.cache.deadline(slot)) return EXPIRED;
     const entry = this.cache.value(slot);
     if (entry instanceof Refusal) return { kind: 'refused', error: new SidecarError(entry.code, entry.detail) };
     if (!this.online || now - this.cache.checkedAt(slot) < this.revalidateMs) return { kind: 'fresh', identity: entry };
@@ -117,6 +116,10 @@ class Verifier implements TokenVerifier {
     const now = this.now();
     const found = this.probe(key, now);
     if (found.kind === 'fresh') return this.hit(found.identity);
+    if (found.kind === 'expired') {
+      this.cache.delete(key);
+      return this.refuse(new SidecarError('token_expired', DETAIL.expired), 'cache');
+    }
     if (found.kind === 'refused') return this.refuse(found.error, 'cache');
     const known = found.kind === 'stale' ? found.identity : undefined;
     let pending = this.inflight.get(key);

@@ -159,9 +159,9 @@ function afterVerify(
   const connector = gen.connectors.get(connectorName);
   if (!connector) throw new SidecarError('connector_unavailable', 'the credential for this request is not available');
   const ctx = { routeId: match.route.id, sub: identity.sub, taskId: identity.taskId, tokenExp: identity.exp };
-  const now = connector.credentialNow?.(ctx);
-  if (now) {
-    connector.apply(now, out);
+  const atHand = connector.credentialNow?.(ctx);
+  if (atHand) {
+    connector.apply(atHand, out);
     return prepared;
   }
   return connector.getCredential(ctx).then((credential) => {

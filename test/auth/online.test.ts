@@ -205,7 +205,9 @@ t.test('cached(): answers at once only for a recently checked token, and never r
   t.equal(hit?.source, 'cache');
   t.equal(hit?.identity.sub, (await v.verify(token)).identity.sub);
   t.equal(rec.verifications.filter((x) => x === 'ok/cache').length, 2, 'a hit is counted like one from verify()');
-  t.equal(v.cached(`${token.slice(0, -2)}AA`), undefined, 'another signature is another token');
+  const i = token.length - 10;
+  const other = `${token.slice(0, i)}${token[i] === 'A' ? 'B' : 'A'}${token.slice(i + 1)}`;
+  t.equal(v.cached(other), undefined, 'another signature is another token');
 
   await sleep(200);
   t.equal(v.cached(token), undefined, 'due for revalidation: left to verify()');
@@ -213,4 +215,14 @@ t.test('cached(): answers at once only for a recently checked token, and never r
   t.equal(await code(v.verify(token)), 'token_revoked');
   t.equal(v.cached(token), undefined, 'a cached refusal is not an answer');
   t.equal(await code(v.verify(token)), 'token_revoked', 'verify() still refuses it');
+
+  broker.mode = 'valid';
+  const exp = nowSeconds() + 1;
+  const shortLived = agentToken({ exp });
+  await v.verify(shortLived);
+  t.equal(v.cached(shortLived)?.source, 'cache');
+  await sleep((exp + 1) * 1000 - Date.now() + 50); // valid through the second exp names
+  t.equal(v.cached(shortLived), undefined, 'an expired entry is no answer');
+  t.equal(await code(v.verify(shortLived)), 'token_expired');
+  t.equal(rec.verifications.at(-1), 'expired/cache', 'refused from the cache entry cached() left in place');
 });
