@@ -132,14 +132,15 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
 
   const handler = createRequestHandler(rt);
   const sockets = new Set<Socket>();
-  let inflight = 0;
+  // One count of requests in flight, from head to the response's close: the drain waits on it
+  // and the inflight gauge reads it.
   let drained: (() => void) | undefined;
   const onClosed = () => {
-    inflight--;
-    if (inflight === 0 && drained) drained();
+    metrics.inflightRequests--;
+    if (metrics.inflightRequests === 0 && drained) drained();
   };
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    inflight++;
+    metrics.inflightRequests++;
     if (rt.draining) res.setHeader('connection', 'close');
     res.on('close', onClosed); // 'close' comes once; one shared listener, no per-request closure
     handler(req, res);
@@ -250,7 +251,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       reloader.stop();
       proxy.close();
       proxy.closeIdleConnections();
-      if (inflight > 0) {
+      if (metrics.inflightRequests > 0) {
         await new Promise<void>((resolve) => {
           drained = resolve;
           setTimeout(resolve, durationMs(config.shutdown.grace)).unref();
@@ -268,7 +269,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       admin.closeAllConnections();
       // The audit head hash, logged away from the audit file: what `audit verify` prints must match it.
       const head = audit.head();
-      logger.info({ inflight, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
+      logger.info({ inflight: metrics.inflightRequests, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
       logger.flush?.();
     })();
     return closing;

@@ -80,8 +80,7 @@ export interface PreparedRequest {
   withBody: boolean;
 }
 
-function canonicalize(req: IncomingMessage, gen: Generation): CanonicalRequest | undefined {
-  const tunnel = tunnelContextOf(req.socket);
+function canonicalize(req: IncomingMessage, gen: Generation, tunnel: TunnelContext | undefined): CanonicalRequest | undefined {
   const target = req.url ?? '';
   const method = req.method ?? 'GET';
   if (tunnel?.scheme === 'http') return canonicalizePlainTunnel(method, target, req.headers, tunnel);
@@ -122,10 +121,11 @@ export function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestSta
   const gen = rt.generation();
   if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
   checkFraming(req.rawHeaders);
-  const canon = canonicalize(req, gen);
+  const tunnel = tunnelContextOf(req.socket);
+  const canon = canonicalize(req, gen, tunnel);
   st.canon = canon;
 
-  const intake = extractToken(req.headers, tunnelContextOf(req.socket)?.token);
+  const intake = extractToken(req.headers, tunnel?.token);
   if (intake.token === undefined) throw authenticateError(canon?.kind ?? 'reverse', intake.malformed);
   const hit = rt.verifier.cached(intake.token);
   if (hit) return afterVerify(rt, gen, req, st, canon, hit.identity);
@@ -176,11 +176,7 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
   // Plain callbacks rather than one async function: see prepareRequest.
   return (req, res) => {
     const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
-    rt.metrics.inflightRequests++;
-    const done = () => {
-      rt.metrics.inflightRequests--;
-      recordDecision(rt, st);
-    };
+    const done = () => recordDecision(rt, st);
     const fail = (err: unknown) => {
       try {
         st.error = toSidecarError(err);

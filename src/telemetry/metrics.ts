@@ -79,7 +79,7 @@ export class Metrics {
     help: 'Failed writes of audit records.',
     registers: [this.registry],
   });
-  /** Requests between head and record; the gauge reads it at scrape time. */
+  /** Requests between head and the response's close, counted by the server; the gauge reads it at scrape time. */
   inflightRequests = 0;
   readonly inflight: Gauge = new Gauge({
     name: 'agentwrit_sidecar_inflight_requests',

@@ -260,6 +260,32 @@ t.test('upstream timeout: 504', async (t) => {
   t.equal(((await res.body.json()) as { error_code: string }).error_code, 'upstream_timeout');
 });
 
+t.test('the in-flight gauge counts a request until its response is done', async (t) => {
+  const gauge = async () => {
+    const text = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+    return Number(/^agentwrit_sidecar_inflight_requests (\d+)$/m.exec(text)?.[1]);
+  };
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  upstream.handlers.set('/files/a/b.txt', (_r, res) => {
+    void held.then(() => res.end('done'));
+  });
+  t.teardown(() => upstream.handlers.delete('/files/a/b.txt'));
+  t.equal(await gauge(), 0);
+  const pending = viaProxy('/files/a/b.txt');
+  let seen = 0;
+  for (let i = 0; i < 100 && seen === 0; i++) {
+    seen = await gauge();
+    if (seen === 0) await new Promise((r) => setTimeout(r, 10));
+  }
+  t.equal(seen, 1, 'one request waiting on the upstream');
+  release();
+  t.equal((await pending).text, 'done');
+  t.equal(await gauge(), 0, 'none once answered');
+});
+
 t.test('admin listener: metrics, healthz, readyz', async (t) => {
   const m = await request(`${sc.adminUrl}/metrics`);
   const text = await m.body.text();
