@@ -1,7 +1,7 @@
 /** `agentwrit-sidecar audit verify FILE|-`: check an audit log's hash chain. */
 import { createReadStream } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { verifyAuditStream } from '../audit/verify.js';
+import { parseArgs } from './args.js';
 
 export interface AuditCommandIo {
   out(s: string): void;
@@ -39,23 +39,17 @@ Options:
 
 /** Returns the process exit code. */
 export async function runAuditCommand(argv: string[], io: AuditCommandIo = stdio): Promise<number> {
-  let parsed: { values: { json?: boolean; help?: boolean }; positionals: string[] };
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (e) {
-    io.err(`${(e as Error).message}\n\n${USAGE}`);
+  const args = parseArgs(argv, { booleans: ['json'] });
+  if (args.error) {
+    io.err(`${args.error}\n\n${USAGE}`);
     return 2;
   }
-  const { values, positionals } = parsed;
-  if (values.help) {
+  if (args.flags.has('help')) {
     io.out(USAGE);
     return 0;
   }
+  const json = args.flags.has('json');
+  const positionals = args.positionals;
   const [sub, file, ...extra] = positionals;
   if (sub !== 'verify' || file === undefined || extra.length > 0) {
     const why =
@@ -81,7 +75,7 @@ export async function runAuditCommand(argv: string[], io: AuditCommandIo = stdio
     if (file !== '-') (input as ReturnType<typeof createReadStream>).destroy();
   }
 
-  if (values.json) {
+  if (json) {
     io.out(`${JSON.stringify(report)}\n`);
   } else if (report.ok) {
     io.out(`ok: ${report.records} records, chain intact\nhead hash: ${report.headHash}\n`);

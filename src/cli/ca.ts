@@ -3,8 +3,8 @@
  * the operator how agent containers come to trust it.
  */
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { DEFAULT_CA_VALIDITY_DAYS, initCaDir, writeCaOutputs } from '../tls/ca.js';
+import { flagString, parseArgs } from './args.js';
 
 export interface CaCommandIo {
   out(s: string): void;
@@ -35,18 +35,17 @@ Options:
 
 /** Returns the process exit code: 0 done, 1 failed, 2 usage error. */
 export async function runCaCommand(argv: string[], io: CaCommandIo = stdio): Promise<number> {
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(argv);
-  } catch (e) {
-    io.err(`${(e as Error).message}\n\n${USAGE}`);
+  const args = parseArgs(argv, { values: ['out', 'days', 'bundle'], booleans: ['force'] });
+  if (args.error) {
+    io.err(`${args.error}\n\n${USAGE}`);
     return 2;
   }
-  const { values, positionals } = parsed;
-  if (values.help) {
+  if (args.flags.has('help')) {
     io.out(USAGE);
     return 0;
   }
+  const positionals = args.positionals;
+  const values = { out: flagString(args, 'out'), days: flagString(args, 'days'), bundle: flagString(args, 'bundle'), force: args.flags.has('force') };
   const sub = positionals[0];
   if (sub !== 'init' || positionals.length > 1) {
     io.err(`${sub === undefined ? 'missing subcommand' : `unknown arguments: ${positionals.join(' ')}`}\n\n${USAGE}`);
@@ -98,19 +97,4 @@ export async function runCaCommand(argv: string[], io: CaCommandIo = stdio): Pro
     io.err(`ca init failed: ${(e as Error).message}\n`);
     return 1;
   }
-}
-
-function parse(argv: string[]) {
-  return parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      out: { type: 'string' },
-      days: { type: 'string' },
-      bundle: { type: 'string' },
-      force: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
 }

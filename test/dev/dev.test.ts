@@ -85,6 +85,8 @@ t.test('a mistyped option is refused with usage, never ignored', async (t) => {
     [['token', '--broker'], /--broker needs a value/],
     [['broker', '--stat', 'state.json'], /unknown option --stat/],
     [['policy', 'explain', '--config'], /--config needs a value/],
+    [['audit', 'verify', '--jsn', 'audit.jsonl'], /unknown option --jsn/],
+    [['ca', 'init', '--out'], /--out needs a value/],
   ] as const) {
     const r = (await run(process.execPath, [MAIN, ...args]).catch((e: unknown) => e)) as { code: number; stderr: string };
     t.equal(r.code, 2, args.join(' '));
