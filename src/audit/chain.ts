@@ -18,6 +18,7 @@
  * before it, and seq counts 1, 2, 3, ... without gaps.
  */
 import { hash as digest } from 'node:crypto';
+import { jsonString, num, str, strings } from '../json-text.js';
 import type { AuditEvent } from './types.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -53,32 +54,6 @@ export function sha256Hex(text: string): string {
 /** Turns the canonical text of a record (without hash) into its file line (without newline). */
 export function lineWithHash(canonical: string, hash: string): string {
   return canonical === '{}' ? `{"hash":"${hash}"}` : `${canonical.slice(0, -1)},"hash":"${hash}"}`;
-}
-
-/** Strings JSON.stringify writes as they are, between quotes: no quote, backslash, control character or surrogate half. */
-const VERBATIM = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
-
-/** A string exactly as JSON.stringify writes it; the check spares the common case its escaping pass. */
-function jsonString(s: string): string {
-  return VERBATIM.test(s) ? `"${s}"` : JSON.stringify(s);
-}
-
-/** `,"key":"value"` when v is a string, else nothing: a field of the wrong type is left out. */
-function str(member: string, v: unknown): string {
-  return typeof v === 'string' ? member + jsonString(v) : '';
-}
-
-/** `,"key":n` for a finite number (String(n) is what JSON.stringify writes for one), else nothing. */
-function num(member: string, v: unknown): string {
-  return typeof v === 'number' && Number.isFinite(v) ? member + v : '';
-}
-
-/** `,"key":[...]` keeping only the strings of an array, else nothing. */
-function strings(member: string, v: unknown): string {
-  if (!Array.isArray(v)) return '';
-  let out = '';
-  for (const x of v) if (typeof x === 'string') out += out === '' ? jsonString(x) : `,${jsonString(x)}`;
-  return `${member}[${out}]`;
 }
 
 /**
