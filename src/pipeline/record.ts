@@ -5,6 +5,7 @@
 import type { AuditEvent } from '../audit/types.js';
 import type { AgentIdentity } from '../auth/types.js';
 import type { Runtime } from '../runtime/types.js';
+import { logRequest } from '../telemetry/logger.js';
 import type { RequestState } from './handler.js';
 
 /** Who made the request, as audit fields: identifiers only. */
@@ -38,9 +39,11 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
   const code = st.error?.code ?? 'ok';
   const id = st.identity;
   const canon = st.canon;
+  const time = isoNow();
+  const ms = Math.round(seconds * 1e6) / 1e3;
   const event: AuditEvent = {
     type: 'request',
-    time: isoNow(),
+    time,
     request_id: st.requestId,
     ...identityFields(id),
     route: st.match?.route.id,
@@ -53,13 +56,13 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
     error_code: st.error?.code,
     connector: st.match?.route.connector,
     upstream_status: st.upstreamStatus,
-    duration_ms: Math.round(seconds * 1e6) / 1e3,
+    duration_ms: ms,
   };
   // A failing sink is counted by the sink itself; the next requests are refused in closed mode.
   rt.audit.append(event);
   rt.metrics.recordRequest(routeId, decision, code, seconds, st.upstreamSeconds);
-  if (!rt.logger.isLevelEnabled('info')) return;
-  rt.logger.info(
+  logRequest(
+    rt.logger,
     {
       request_id: st.requestId,
       decision,
@@ -71,8 +74,8 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
       sub: id?.sub,
       task_id: id?.taskId,
       status: st.error ? st.error.status : st.upstreamStatus,
-      ms: Math.round(seconds * 1e6) / 1e3,
+      ms,
     },
-    'request',
+    time,
   );
 }

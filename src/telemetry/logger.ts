@@ -3,6 +3,7 @@
  * second line of defence: the code never passes tokens or secrets to the logger in the first place.
  */
 import { pino, type Logger } from 'pino';
+import { num, str } from '../json-text.js';
 
 export const REDACT_PATHS = [
   'token',
@@ -26,8 +27,78 @@ export const REDACT_PATHS = [
 
 export type { Logger };
 
+/** The fields of the one log line per request: identifiers and outcomes only. */
+export interface RequestLogFields {
+  request_id: string;
+  decision: 'allow' | 'deny';
+  code: string;
+  route?: string;
+  method?: string;
+  host?: string;
+  path_template?: string;
+  sub?: string;
+  task_id?: string;
+  status?: number;
+  ms: number;
+}
+
+/**
+ * The text pino writes for `logger.info(fields, 'request')` with createLogger's options, written
+ * member by member: pino's generic path (redaction over wildcard paths, then serialization) cost
+ * about 25 µs per request, as much as the rest of the pipeline. Only the fields of
+ * RequestLogFields can appear, which is a tighter guarantee than redaction.
+ */
+export function requestLine(f: RequestLogFields, time: string): string {
+  return (
+    `{"level":"info","time":"${time}","service":"agentwrit-sidecar"` +
+    str(',"request_id":', f.request_id) +
+    str(',"decision":', f.decision) +
+    str(',"code":', f.code) +
+    str(',"route":', f.route) +
+    str(',"method":', f.method) +
+    str(',"host":', f.host) +
+    str(',"path_template":', f.path_template) +
+    str(',"sub":', f.sub) +
+    str(',"task_id":', f.task_id) +
+    num(',"status":', f.status) +
+    num(',"ms":', f.ms) +
+    ',"msg":"request"}\n'
+  );
+}
+
+/**
+ * Request lines of one event-loop turn, handed to the destination in one write: the destination
+ * (sonic-boom) costs a buffer scan and often a write call per write, which per line was a few µs.
+ * A turn's lines reach the destination before the next turn starts.
+ */
+class RequestLines {
+  private pending = '';
+  private scheduled = false;
+
+  constructor(private readonly dest: { write(text: string): unknown }) {}
+
+  add(line: string): void {
+    this.pending += line;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const text = this.pending;
+    this.pending = '';
+    if (text !== '') this.dest.write(text);
+  };
+}
+
+/** Loggers made by createLogger, with the writer their request lines go through. */
+const requestLines = new WeakMap<Logger, RequestLines>();
+
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
-  return pino(
+  const dest = destination ?? pino.destination({ dest: 1, sync: false });
+  const logger = pino(
     {
       level,
       base: { service: 'agentwrit-sidecar' },
@@ -35,6 +106,19 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    dest,
   );
+  requestLines.set(logger, new RequestLines(dest));
+  return logger;
+}
+
+/**
+ * Logs one request at info: straight to the destination of a logger from createLogger (whose line
+ * format requestLine reproduces), through pino for any other logger.
+ */
+export function logRequest(logger: Logger, fields: RequestLogFields, time: string): void {
+  if (!logger.isLevelEnabled('info')) return;
+  const lines = requestLines.get(logger);
+  if (lines) lines.add(requestLine(fields, time));
+  else logger.info(fields, 'request');
 }

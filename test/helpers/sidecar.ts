@@ -3,11 +3,10 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { loadSidecarConfig } from '../../src/config/load.js';
 import { type SidecarHandle, startSidecar } from '../../src/server.js';
-import { REDACT_PATHS } from '../../src/telemetry/logger.js';
+import { createLogger } from '../../src/telemetry/logger.js';
 
 export interface TestSidecar extends SidecarHandle {
   dir: string;
@@ -63,7 +62,7 @@ export async function startTestSidecar(opts: {
       cb();
     },
   });
-  const logger = pino({ level: 'info', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink);
+  const logger = createLogger('info', sink);
   const env = { ...process.env, BILLING_API_KEY: 'sk-live-billing-SECRET-123', ...opts.env };
   const loaded = await loadSidecarConfig(file, env);
   const handle = await startSidecar(loaded, { env, logger, processMetrics: false });
