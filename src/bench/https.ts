@@ -145,11 +145,11 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
         audit: { path: join(dir, 'audit.jsonl') },
         upstream: { connectTo },
         tls: { caCertOut },
-        log: { level: 'warn' },
-      }),
+        }),
     );
     const [scmd, sargs] = pinned(1, [process.execPath, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
-    const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+    const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+    sidecar.stdout?.resume(); // the log, at the default level, down a pipe
     children.push(sidecar);
     await waitReady(adminPort);
     // Let start-up work (the leaf code warm-up) finish: this measures a sidecar in service.

@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: direct-to-upstream versus through the sidecar (hybrid verification with cache,
- * static credential injection, audit on), in one run on loopback. Not a test: it prints figures.
+ * static credential injection, audit on, the default log level: one log line per request), in one
+ * run on loopback. Not a test: it prints figures.
  *
  * Layout on a 2-core machine: the sidecar is pinned to CPU 1 (taskset), the load generator, the
  * upstream and the broker to CPU 0. Saturation uses wrk (apt-get install wrk); the fixed-rate
@@ -109,12 +110,13 @@ async function main(): Promise<void> {
       policies: [join(dir, 'policy.yaml')],
       audit: { path: join(dir, 'audit.jsonl') },
       upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upPort}` } },
-      log: { level: 'warn' },
     }),
   );
   const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const [scmd, sargs] = pinned(1, [process.env.BENCH_SIDECAR_NODE ?? process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
   const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+  // Its log (one line per request at the default level) goes down a pipe, read and dropped here.
+  sidecar.stdout?.resume();
   await waitReady(adminPort);
   const idleRss = rssKb(sidecar.pid as number);
 
