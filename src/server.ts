@@ -15,7 +15,7 @@ import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
 import { PolicyReloader } from './runtime/reloader.js';
 import type { Generation, Runtime } from './runtime/types.js';
-import { createLogger, type Logger } from './telemetry/logger.js';
+import { createLogger, flushLogger, type Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 import { startTlsRuntime, type TlsRuntime } from './tls/runtime.js';
 import { Forwarder } from './upstream/forwarder.js';
@@ -270,7 +270,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       // The audit head hash, logged away from the audit file: what `audit verify` prints must match it.
       const head = audit.head();
       logger.info({ inflight: metrics.inflightRequests, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
-      logger.flush?.();
+      flushLogger(logger);
     })();
     return closing;
   };

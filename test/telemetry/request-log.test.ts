@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import t from 'tap';
-import { createLogger, logRequest, type RequestLogFields, requestLine } from '../../src/telemetry/logger.js';
+import { createLogger, flushLogger, logRequest, type RequestLogFields, requestLine } from '../../src/telemetry/logger.js';
 
 /** A logger from createLogger writing into an array, one entry per line. */
 function captured(level = 'info') {
@@ -57,14 +57,19 @@ t.test('logRequest writes one line at info, none above it, and uses pino for oth
   const on = captured('info');
   logRequest(on.logger, full, '2026-11-24T08:00:00.123Z');
   logRequest(on.logger, { ...full, request_id: 'abc-2' }, '2026-11-24T08:00:00.124Z');
+  t.equal(on.lines.length, 0, 'gathered first');
   await new Promise((r) => setImmediate(r));
-  t.equal(on.lines.length, 2, 'the lines of one turn reach the destination before the next turn');
+  t.equal(on.lines.length, 2, 'then written together at the end of the turn');
   t.equal(JSON.parse(on.lines[1]).request_id, 'abc-2', 'in order');
   t.equal(JSON.parse(on.lines[0]).msg, 'request');
   const off = captured('warn');
   logRequest(off.logger, full, '2026-11-24T08:00:00.123Z');
-  await new Promise((r) => setImmediate(r));
+  flushLogger(off.logger);
   t.equal(off.lines.length, 0);
+  const now = captured('info');
+  logRequest(now.logger, full, '2026-11-24T08:00:00.123Z');
+  flushLogger(now.logger);
+  t.equal(now.lines.length, 1, 'flushLogger writes pending lines at once (shutdown)');
   const { pino } = await import('pino');
   const lines: string[] = [];
   const sink = new Writable({
