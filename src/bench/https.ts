@@ -9,7 +9,7 @@
  * Run alone: node dist/bench/https.js (BENCH_SECONDS, default 10).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -21,7 +21,7 @@ import { Pool, ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
 import { generateEphemeralCa } from '../tls/ca.js';
 import { LeafCache } from '../tls/leaf.js';
-import { fixedRate, freePort, quantile, waitReady } from './load.js';
+import { fixedRate, freePort, logPipe, pinned, quantile, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -51,13 +51,6 @@ export interface HttpsBenchResult {
   knownHostRequestMs: number;
 }
 
-function has(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-}
-
-function pinned(cpu: number, args: string[]): [string, string[]] {
-  return has('taskset') ? ['taskset', ['-c', String(cpu), ...args]] : [args[0], args.slice(1)];
-}
 
 function firstLine(child: ChildProcess, what: string): Promise<string> {
   return new Promise((resolveP, reject) => {
@@ -105,6 +98,7 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
   const [ucmd, uargs] = pinned(0, [process.execPath, SELF, '--upstream', upstreamCaFile]);
   const upstream = spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const children: ChildProcess[] = [upstream];
+  const closers: (() => void)[] = [];
   try {
     const upPort = Number(await firstLine(upstream, 'upstream'));
     const upstreamCa = readFileSync(upstreamCaFile, 'utf8');
@@ -148,8 +142,9 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
         }),
     );
     const [scmd, sargs] = pinned(1, [process.execPath, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
-    const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
-    sidecar.stdout?.resume(); // the log, at the default level, down a pipe
+    const log = await logPipe(dir); // the log, at the default level, down a pipe read elsewhere
+    const sidecar = spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+    closers.push(log.close);
     children.push(sidecar);
     await waitReady(adminPort);
     // Let start-up work (the leaf code warm-up) finish: this measures a sidecar in service.
@@ -212,6 +207,7 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');
+    for (const close of closers) close();
   }
 }
 

@@ -1,4 +1,7 @@
 /** Pieces shared by the benchmarks: ports, readiness, the open-loop load generator. */
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { join } from 'node:path';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { request } from 'undici';
 
@@ -81,4 +84,34 @@ export async function waitReady(adminPort: number): Promise<void> {
     await new Promise((res) => setTimeout(res, 50));
   }
   throw new Error('sidecar did not become ready');
+}
+
+export function has(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+/** The command line run on one CPU (taskset), or as it is where taskset is missing. */
+export function pinned(cpu: number, args: string[]): [string, string[]] {
+  return has('taskset') ? ['taskset', ['-c', String(cpu), ...args]] : [args[0], args.slice(1)];
+}
+
+/**
+ * A pipe for a sidecar's stdout, read and dropped by its own process on CPU 0, as a container
+ * runtime reads a container's log: the log costs the sidecar what it costs in a pod, and neither
+ * the load generator nor this process spends a turn on it. `fd` is the write end, for spawn.
+ */
+export async function logPipe(dir: string): Promise<{ fd: number; close(): void }> {
+  const fifo = join(dir, `log-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  if (spawnSync('mkfifo', [fifo]).status !== 0) throw new Error('mkfifo failed');
+  const [cmd, args] = pinned(0, ['sh', '-c', 'exec cat > /dev/null < "$0"', fifo]);
+  const reader = spawn(cmd, args, { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 50));
+  const fd = openSync(fifo, 'w');
+  return {
+    fd,
+    close: () => {
+      closeSync(fd);
+      reader.kill();
+    },
+  };
 }

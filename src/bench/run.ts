@@ -8,7 +8,7 @@
  * latency runs are an open-loop generator in this process (1,000 req/s over keep-alive). They come
  * first, direct then sidecar, each measured after 5 s at the same rate that are not counted.
  */
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import { stringify } from 'yaml';
 import { startBroker } from '../broker/index.js';
 import { issueAgentToken } from '../broker/client.js';
 import { formatHttpsBench, runHttpsBench } from './https.js';
-import { fixedRate, freePort, waitReady } from './load.js';
+import { fixedRate, freePort, has, logPipe, pinned, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -26,13 +26,6 @@ const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
 /** Seconds at 1,000 req/s before each latency window: warm connections and optimized code. */
 const LATENCY_WARMUP = 5;
 
-function has(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-}
-
-function pinned(cpu: number, args: string[]): [string, string[]] {
-  return has('taskset') ? ['taskset', ['-c', String(cpu), ...args]] : [args[0], args.slice(1)];
-}
 
 /** User + system CPU time of a process so far, in microseconds (from /proc; clock ticks are 10 ms). */
 function cpuMicros(pid: number): number {
@@ -114,9 +107,9 @@ async function main(): Promise<void> {
   );
   const nodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const [scmd, sargs] = pinned(1, [process.env.BENCH_SIDECAR_NODE ?? process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
-  const sidecar = spawn(scmd, sargs, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
-  // Its log (one line per request at the default level) goes down a pipe, read and dropped here.
-  sidecar.stdout?.resume();
+  // Its log (one line per request at the default level) goes down a pipe read by another process.
+  const log = await logPipe(dir);
+  const sidecar = spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
   await waitReady(adminPort);
   const idleRss = rssKb(sidecar.pid as number);
 
@@ -192,6 +185,7 @@ async function main(): Promise<void> {
   await direct.close();
   await viaProxy.close();
   sidecar.kill('SIGTERM');
+  log.close();
   upstream.kill('SIGTERM');
   await broker.close();
 
