@@ -115,7 +115,6 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     applied(await buildGeneration(1, config.policies, loaded.baseDir, env));
     metrics.policyReloads.inc({ result: 'success' });
   } catch (err) {
-    tls.close();
     await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
     throw err;
   }
@@ -238,7 +237,6 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     proxy.close();
     admin.close();
     interceptor.close();
-    tls.close();
     await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
     throw err;
   }
@@ -259,7 +257,6 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       }
       proxy.closeAllConnections();
       interceptor.close();
-      tls.close();
       for (const s of sockets) s.destroy();
       await forwarder.close();
       await audit.close();

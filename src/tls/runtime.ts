@@ -19,23 +19,27 @@ export interface TlsRuntime {
   readonly leaves: LeafCache;
   /** A TLS context presenting a leaf for exactly `host`; mints (and counts the mint) on a miss. */
   leafContext(host: string): Promise<SecureContext>;
-  /** Stops the background warm-up. */
-  close(): void;
+  /** Throwaway mints done before start returned (see DEFAULT_WARM_ROUNDS). */
+  readonly warmRounds: number;
 }
 
 export interface TlsRuntimeOptions {
   metrics?: Metrics;
   logger?: Logger;
-  /** Throwaway mints run in the background after start (see below); 0 turns that off. */
+  /** Throwaway mints to run before start returns, at least 1 (see below). */
   warmRounds?: number;
 }
 
 /**
  * Minting runs through a lot of certificate-building code that V8 has not optimized yet when the
- * first hosts arrive: a cold mint costs 2-4 times a warm one (≈5-10 ms against ≈2 ms here). A few
- * dozen throwaway mints, one per event-loop turn after start, get it there before agents do.
+ * first hosts arrive: a cold mint costs 2-4 times a warm one (≈5-15 ms against ≈2 ms here). A few
+ * dozen throwaway mints get it there before agents do. They run before the sidecar listens: run in
+ * the background after start, each held up the requests of its event-loop turn, and the first
+ * requests through a fresh sidecar waited up to ≈170 ms behind them. Bounded in time, so a slow
+ * machine does not hold the start back for long.
  */
 const DEFAULT_WARM_ROUNDS = 40;
+const WARM_BUDGET_MS = 400;
 
 export async function startTlsRuntime(cfg: SidecarConfig['tls'], opts: TlsRuntimeOptions = {}): Promise<TlsRuntime> {
   let ca: CaMaterial;
@@ -46,16 +50,15 @@ export async function startTlsRuntime(cfg: SidecarConfig['tls'], opts: TlsRuntim
   }
   await writeCaOutputs(ca, { caCertOut: cfg.caCertOut, bundleOut: cfg.bundleOut });
   const leaves = new LeafCache(ca, { maxEntries: cfg.leafCacheSize, validityMs: durationMs(cfg.leafValidity) });
+  // The first round always runs: a CA key that cannot sign is found here, at start.
   await leaves.warm();
-  let closed = false;
-  const rounds = opts.warmRounds ?? DEFAULT_WARM_ROUNDS;
-  const backgroundWarm = async () => {
-    for (let i = 1; i < rounds && !closed; i++) {
-      await new Promise<void>((r) => setImmediate(r));
-      await leaves.warm();
-    }
-  };
-  backgroundWarm().catch((err: Error) => opts.logger?.warn({ err: err.message }, 'leaf certificate warm-up failed'));
+  const target = opts.warmRounds ?? DEFAULT_WARM_ROUNDS;
+  const warmStart = performance.now();
+  let warmRounds = 1;
+  while (warmRounds < target && performance.now() - warmStart < WARM_BUDGET_MS) {
+    await leaves.warm();
+    warmRounds++;
+  }
   const caSource = cfg.caDir ? 'caDir' : 'ephemeral';
   opts.logger?.info(
     { ca_subject: ca.subject, ca_fingerprint: ca.fingerprint256, ca_source: caSource, ca_cert_out: cfg.caCertOut, bundle_out: cfg.bundleOut },
@@ -78,6 +81,7 @@ export async function startTlsRuntime(cfg: SidecarConfig['tls'], opts: TlsRuntim
     caCertPem: ca.certPem,
     caFingerprint256: ca.fingerprint256,
     caSource,
+    warmRounds,
     leaves,
     async leafContext(host) {
       try {
@@ -85,9 +89,6 @@ export async function startTlsRuntime(cfg: SidecarConfig['tls'], opts: TlsRuntim
       } finally {
         observe();
       }
-    },
-    close() {
-      closed = true;
     },
   };
 }
