@@ -35,7 +35,8 @@ export interface TokenVerifier {
   /**
    * The answer verify() would give at once, when it needs no work beyond a cache hit (an identity
    * checked recently enough); undefined otherwise — then call verify(). Never refuses: refusals
-   * go through verify() so they are counted and explained in one place.
+   * go through verify() so they are counted and explained in one place. Like verify(), a hit late
+   * in the revalidation window starts the next broker call in the background.
    */
   cached(token: string): VerifyResult | undefined;
   /** Ready once key material (offline/hybrid) is loaded. */

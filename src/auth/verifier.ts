@@ -22,6 +22,13 @@ export { computeKid } from './keys.js';
 const MAX_TOKEN_LENGTH = 64 * 1024;
 const NEVER = Number.NEGATIVE_INFINITY;
 const PRUNE_INTERVAL_MS = 30_000;
+/**
+ * Share of revalidateAfter from which a request still served from the cache also starts the next
+ * broker call in the background, so a token in steady use rarely has a request wait for the broker
+ * (each one past revalidateAfter would). No answer older than revalidateAfter is ever used, so the
+ * revocation window is unchanged; a refusal that comes back early applies at once.
+ */
+const REFRESH_AHEAD = 0.75;
 
 /** A cached refusal. Only answers about authentic tokens are cached, so garbage cannot flush the cache. */
 class Refusal {
@@ -36,7 +43,8 @@ const ONLINE_INVALID = 'token is invalid, expired or revoked';
 type Entry = AgentIdentity | Refusal;
 type Probe =
   | { kind: 'miss' }
-  | { kind: 'fresh' | 'stale'; identity: AgentIdentity }
+  | { kind: 'fresh'; identity: AgentIdentity; refresh: boolean }
+  | { kind: 'stale'; identity: AgentIdentity }
   | { kind: 'refused'; error: SidecarError }
   | { kind: 'expired' };
 const MISS: Probe = { kind: 'miss' };
@@ -66,6 +74,7 @@ class Verifier implements TokenVerifier {
   private readonly rules: ClaimRules;
   private readonly online: boolean;
   private readonly revalidateMs: number;
+  private readonly refreshAfterMs: number;
   private readonly missSource: VerifySource;
   private readonly pruner: NodeJS.Timeout;
 
@@ -82,6 +91,7 @@ class Verifier implements TokenVerifier {
       mode === 'online' || !keys ? undefined : new OfflineVerifier(keys, { rules: this.rules, verifyDelegationChain: broker.verifyDelegationChain });
     this.online = mode !== 'offline';
     this.revalidateMs = durationMs(broker.revalidateAfter);
+    this.refreshAfterMs = this.revalidateMs * REFRESH_AHEAD;
     this.missSource = mode === 'online' ? 'online' : 'offline';
     this.cache = new TokenCache<Entry>(broker.cacheSize);
     this.pruner = setInterval(() => this.cache.prune(this.now()), PRUNE_INTERVAL_MS);
@@ -95,19 +105,38 @@ class Verifier implements TokenVerifier {
     if (now >= this.cache.deadline(slot)) return EXPIRED;
     const entry = this.cache.value(slot);
     if (entry instanceof Refusal) return { kind: 'refused', error: new SidecarError(entry.code, entry.detail) };
-    if (!this.online || now - this.cache.checkedAt(slot) < this.revalidateMs) return { kind: 'fresh', identity: entry };
+    if (!this.online) return { kind: 'fresh', identity: entry, refresh: false };
+    const age = now - this.cache.checkedAt(slot);
+    if (age < this.revalidateMs) return { kind: 'fresh', identity: entry, refresh: age >= this.refreshAfterMs };
     return { kind: 'stale', identity: entry };
   }
 
-  private hit(identity: AgentIdentity): VerifyResult {
+  /** A cached positive answer; starts the next broker call when it is due (see REFRESH_AHEAD). */
+  private hit(token: string, key: string, found: Probe & { kind: 'fresh' }): VerifyResult {
+    if (found.refresh && !this.inflight.has(key)) {
+      // Not awaited: a failure leaves the entry as it was, and the first request past
+      // revalidateAfter asks again (and is refused if the broker still cannot answer).
+      void this.share(key, this.revalidate(token, key, found.identity));
+    }
     this.observer?.verification('ok', 'cache');
-    return { identity, source: 'cache' };
+    return { identity: found.identity, source: 'cache' };
+  }
+
+  /** Registers the one broker call in flight for a token; later requests with it wait on the same call. */
+  private share(key: string, started: Promise<VerifyResult>): Promise<VerifyResult> {
+    const forget = () => {
+      if (this.inflight.get(key) === started) this.inflight.delete(key);
+    };
+    void started.then(forget, forget);
+    this.inflight.set(key, started);
+    return started;
   }
 
   cached(token: string): VerifyResult | undefined {
     if (!wellSized(token)) return undefined;
-    const found = this.probe(hash('sha256', token, 'binary'), this.now());
-    return found.kind === 'fresh' ? this.hit(found.identity) : undefined;
+    const key = hash('sha256', token, 'binary');
+    const found = this.probe(key, this.now());
+    return found.kind === 'fresh' ? this.hit(token, key, found) : undefined;
   }
 
   async verify(token: string): Promise<VerifyResult> {
@@ -115,23 +144,14 @@ class Verifier implements TokenVerifier {
     const key = hash('sha256', token, 'binary');
     const now = this.now();
     const found = this.probe(key, now);
-    if (found.kind === 'fresh') return this.hit(found.identity);
+    if (found.kind === 'fresh') return this.hit(token, key, found);
     if (found.kind === 'expired') {
       this.cache.delete(key);
       return this.refuse(new SidecarError('token_expired', DETAIL.expired), 'cache');
     }
     if (found.kind === 'refused') return this.refuse(found.error, 'cache');
     const known = found.kind === 'stale' ? found.identity : undefined;
-    let pending = this.inflight.get(key);
-    if (!pending) {
-      const started = known ? this.revalidate(token, key, known) : this.firstSight(token, key, now);
-      const forget = () => {
-        if (this.inflight.get(key) === started) this.inflight.delete(key);
-      };
-      void started.then(forget, forget);
-      this.inflight.set(key, started);
-      pending = started;
-    }
+    const pending = this.inflight.get(key) ?? this.share(key, known ? this.revalidate(token, key, known) : this.firstSight(token, key, now));
     try {
       const result = await pending;
       this.observer?.verification('ok', result.source);

@@ -1,6 +1,6 @@
 import { createHash, sign } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { goJson } from '../../src/auth/delegation.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
 import type { SidecarError } from '../../src/errors.js';
@@ -38,7 +38,6 @@ t.test('hybrid: a token the broker starts refusing is refused within revalidateA
   const calls = broker.calls;
   t.equal(await code(v.verify(token)), 'token_revoked', 'still refused');
   t.equal(broker.calls, calls, 'the revocation is cached: no further broker call');
-  t.ok(rec.verifications.includes('revoked/online'));
   t.ok(rec.verifications.includes('revoked/cache'));
   t.same(rec.revalidations.slice(0, 1), ['valid']);
   t.equal(rec.revalidations.at(-1), 'invalid');
@@ -225,4 +224,71 @@ t.test('cached(): answers at once only for a recently checked token, and never r
   t.equal(v.cached(shortLived), undefined, 'an expired entry is no answer');
   t.equal(await code(v.verify(shortLived)), 'token_expired');
   t.equal(rec.verifications.at(-1), 'expired/cache', 'refused from the cache entry cached() left in place');
+});
+
+/** Polls until `cond` holds (background work on real sockets); fails the test after 3 s. */
+async function until(t: Test, cond: () => boolean, what: string): Promise<void> {
+  for (let waited = 0; !cond(); waited += 5) {
+    if (waited > 3000) {
+      t.fail(`timed out waiting: ${what}`);
+      return;
+    }
+    await sleep(5);
+  }
+  await sleep(5); // the call's answer is applied a few microtasks after it is counted
+}
+
+t.test('a token in steady use is revalidated ahead: no request waits for the broker, none uses an answer past the window', async (t) => {
+  const broker = await startValidateBroker('valid');
+  t.teardown(() => broker.close());
+  for (const mode of ['online', 'hybrid'] as const) {
+    broker.mode = 'valid';
+    let now = Date.now();
+    const rec = recorder();
+    const v = await createTokenVerifier(
+      brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, revalidateAfter: '1s', timeout: '500ms' }),
+      { now: () => now, observer: rec.observer },
+    );
+    const token = fresh();
+    const before = broker.calls;
+    await v.verify(token);
+    t.equal(broker.calls - before, 1, `${mode}: first sight asks the broker`);
+
+    now += 700;
+    t.equal(v.cached(token)?.source, 'cache', `${mode}: within the first 3/4 of revalidateAfter, a plain hit`);
+    await sleep(20);
+    t.equal(broker.calls - before, 1, `${mode}: and no call`);
+
+    now += 100;
+    const early = [v.cached(token), v.cached(token), await v.verify(token)];
+    t.ok(
+      early.every((r) => r?.source === 'cache'),
+      `${mode}: in the last quarter, still answered from the cache at once`,
+    );
+    await until(t, () => rec.revalidations.length === 2, 'the background revalidation');
+    t.equal(broker.calls - before, 2, `${mode}: three requests in the last quarter, one background call`);
+
+    now += 900; // 1.7 s after the first answer, 0.9 s after the one asked in the background
+    t.equal(v.cached(token)?.source, 'cache', `${mode}: the answer from the background call renews the window`);
+
+    broker.mode = 'invalid';
+    await until(t, () => rec.revalidations.length === 3, 'the next background revalidation');
+    t.equal(rec.revalidations.at(-1), 'invalid');
+    t.equal(v.cached(token), undefined, `${mode}: a refusal from a background call is not an answer`);
+    t.equal(await code(v.verify(token)), 'token_revoked', `${mode}: and applies at once, before the window ends`);
+
+    broker.mode = 'valid';
+    const other = fresh();
+    await v.verify(other);
+    broker.mode = 'error500';
+    now += 800;
+    t.equal(v.cached(other)?.source, 'cache', `${mode}: answered while the background call fails`);
+    await until(t, () => rec.revalidations.at(-1) === 'error', 'the failing background revalidation');
+    now += 150;
+    t.equal(v.cached(other)?.source, 'cache', `${mode}: a failed background call leaves the entry as it was`);
+    now += 100;
+    t.equal(v.cached(other), undefined, `${mode}: past revalidateAfter the old answer is never used`);
+    t.equal(await code(v.verify(other)), 'broker_unavailable', `${mode}: and a broker that cannot answer refuses the request`);
+    await v.close();
+  }
 });
