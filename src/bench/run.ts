@@ -25,7 +25,7 @@ import { fixedRate, freePort, has, logPipe, pinned, waitReady } from './load.js'
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
-/** Seconds at 1,000 req/s before each latency window: warm connections and optimized code. */
+/** Seconds at 1,000 req/s before the first of the two latency windows: warm connections and code. */
 const LATENCY_WARMUP = 5;
 
 
