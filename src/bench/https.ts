@@ -51,7 +51,6 @@ export interface HttpsBenchResult {
   knownHostRequestMs: number;
 }
 
-
 function firstLine(child: ChildProcess, what: string): Promise<string> {
   return new Promise((resolveP, reject) => {
     let buf = '';
@@ -139,7 +138,7 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
         audit: { path: join(dir, 'audit.jsonl') },
         upstream: { connectTo },
         tls: { caCertOut },
-        }),
+      }),
     );
     const [scmd, sargs] = pinned(1, [process.execPath, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
     const log = await logPipe(dir); // the log, at the default level, down a pipe read elsewhere

@@ -55,6 +55,11 @@ export function parseArgs(argv: string[], spec: OptionSpec = {}): ParsedArgs {
   return { flags, positionals, error };
 }
 
+/** For commands that take no positional arguments: the first usage problem, or undefined. */
+export function noArgsProblem(args: ParsedArgs): string | undefined {
+  return args.error ?? (args.positionals.length > 0 ? `unexpected argument "${args.positionals[0]}"` : undefined);
+}
+
 export function flagString(args: ParsedArgs, name: string): string | undefined {
   const v = args.flags.get(name);
   return typeof v === 'string' ? v : undefined;

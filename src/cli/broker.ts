@@ -4,7 +4,7 @@
  */
 import { DEFAULT_LISTEN, type RunningBroker, startBroker } from '../broker/index.js';
 import { createLogger } from '../telemetry/logger.js';
-import { flagString, parseArgs } from './args.js';
+import { flagString, noArgsProblem, parseArgs } from './args.js';
 
 const HELP = `Usage: agentwrit-sidecar broker [options]
 
@@ -72,8 +72,9 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     out.write(HELP);
     return 0;
   }
-  if (args.error !== undefined || args.positionals.length > 0) {
-    err.write(`agentwrit-sidecar broker: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${HELP}`);
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    err.write(`agentwrit-sidecar broker: ${problem}\n\n${HELP}`);
     return 2;
   }
   const adminSecret = flagString(args, 'admin-secret') ?? env.AA_ADMIN_SECRET ?? env.AGENTWRIT_ADMIN_SECRET ?? '';

@@ -11,7 +11,7 @@ import { resolveSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../errors.js';
 import { startSidecar } from '../server.js';
 import { startSampleUpstream } from '../dev/sample-upstream.js';
-import { flagString, parseArgs } from './args.js';
+import { flagString, noArgsProblem, parseArgs } from './args.js';
 
 export const DEV_HELP = `Usage: agentwrit-sidecar dev [options]
 
@@ -59,8 +59,9 @@ function port(args: ReturnType<typeof parseArgs>, name: string, dflt: number): n
 /** Starts the three services; used by `dev`, `demo` and tests. */
 export async function startDevEnvironment(argv: string[], opts: { logLevel?: string } = {}): Promise<DevEnvironment> {
   const args = parseArgs(argv, DEV_OPTIONS);
-  if (args.error !== undefined || args.positionals.length > 0) {
-    throw new Error(`${args.error ?? `unexpected argument "${args.positionals[0]}"`} (see --help)`);
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    throw new Error(`${problem} (see --help)`);
   }
   const dir = resolve(flagString(args, 'dir') ?? mkdtempSync(join(tmpdir(), 'agentwrit-dev-')));
   mkdirSync(dir, { recursive: true });
@@ -163,8 +164,9 @@ export async function runDevCommand(argv: string[]): Promise<number> {
     process.stdout.write(DEV_HELP);
     return 0;
   }
-  if (args.error !== undefined || args.positionals.length > 0) {
-    process.stderr.write(`agentwrit-sidecar dev: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${DEV_HELP}`);
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    process.stderr.write(`agentwrit-sidecar dev: ${problem}\n\n${DEV_HELP}`);
     return 2;
   }
   let env: DevEnvironment;

@@ -1,7 +1,7 @@
 import { loadSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../errors.js';
 import { startSidecar } from '../server.js';
-import { flagString, parseArgs } from './args.js';
+import { flagString, noArgsProblem, parseArgs } from './args.js';
 
 export const SERVE_HELP = `Usage: agentwrit-sidecar serve [--config FILE]
 
@@ -26,8 +26,9 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     process.stdout.write(SERVE_HELP);
     return 0;
   }
-  if (args.error !== undefined || args.positionals.length > 0) {
-    process.stderr.write(`agentwrit-sidecar serve: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${SERVE_HELP}`);
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    process.stderr.write(`agentwrit-sidecar serve: ${problem}\n\n${SERVE_HELP}`);
     return 2;
   }
   const file = flagString(args, 'config') ?? process.env.AGENTWRIT_SIDECAR_CONFIG;

@@ -4,7 +4,7 @@
  * Prints only the token on stdout so it can be captured: TOKEN=$(agentwrit-sidecar token ...).
  */
 import { BrokerHttpError, issueAgentToken } from '../broker/client.js';
-import { flagString, parseArgs } from './args.js';
+import { flagString, noArgsProblem, parseArgs } from './args.js';
 
 export const TOKEN_HELP = `Usage: agentwrit-sidecar token --broker URL --scope SCOPE [--scope SCOPE...] [options]
 
@@ -32,8 +32,9 @@ export async function runTokenCommand(argv: string[]): Promise<number> {
     process.stdout.write(TOKEN_HELP);
     return 0;
   }
-  if (args.error !== undefined || args.positionals.length > 0) {
-    process.stderr.write(`agentwrit-sidecar token: ${args.error ?? `unexpected argument "${args.positionals[0]}"`}\n\n${TOKEN_HELP}`);
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    process.stderr.write(`agentwrit-sidecar token: ${problem}\n\n${TOKEN_HELP}`);
     return 2;
   }
   const broker = flagString(args, 'broker') ?? process.env.AGENTWRIT_BROKER_URL ?? 'http://127.0.0.1:8080';

@@ -10,15 +10,21 @@ import { startValidateBroker } from '../helpers/validate-broker.js';
 const files = writeKeyFiles(t.testdir({}));
 const fresh = (extra: Partial<Parameters<typeof agentToken>[0]> = {}) => agentToken({ exp: nowSeconds() + 300, ...extra });
 
-t.test('hybrid: a token the broker starts refusing is refused within revalidateAfter', async (t) => {
+/** A hybrid verifier reporting to a recorder, against a validate broker answering `valid`; both closed after the test. */
+async function hybridAgainstBroker(t: Test, revalidateAfter: string) {
   const broker = await startValidateBroker('valid');
   t.teardown(() => broker.close());
   const rec = recorder();
   const v = await createTokenVerifier(
-    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, revalidateAfter: '200ms', timeout: '500ms' }),
+    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, revalidateAfter, timeout: '500ms' }),
     { observer: rec.observer },
   );
   t.teardown(() => v.close());
+  return { broker, rec, v };
+}
+
+t.test('hybrid: a token the broker starts refusing is refused within revalidateAfter', async (t) => {
+  const { broker, rec, v } = await hybridAgainstBroker(t, '200ms');
   const token = fresh();
   t.equal((await v.verify(token)).source, 'online', 'first use asks the broker');
   t.equal((await v.verify(token)).source, 'cache');
@@ -187,14 +193,7 @@ t.test('online mode checks a delegation chain with the key when one is configure
 });
 
 t.test('cached(): answers at once only for a recently checked token, and never refuses', async (t) => {
-  const broker = await startValidateBroker('valid');
-  t.teardown(() => broker.close());
-  const rec = recorder();
-  const v = await createTokenVerifier(
-    brokerConfig({ url: broker.url, verify: 'hybrid', publicKeyFile: files.spki, revalidateAfter: '150ms', timeout: '500ms' }),
-    { observer: rec.observer },
-  );
-  t.teardown(() => v.close());
+  const { broker, rec, v } = await hybridAgainstBroker(t, '150ms');
   const token = fresh();
   t.equal(v.cached(token), undefined, 'never seen: no answer without verify()');
   t.equal(v.cached(''), undefined);
