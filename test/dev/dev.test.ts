@@ -52,7 +52,10 @@ t.test('dev: the walkthrough commands work, Ctrl-C stops everything', async (t) 
   while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   t.match(out, /development/);
   t.match(out, new RegExp(`http_proxy=http://agent:\\$TOKEN@127\\.0\\.0\\.1:${p} curl`));
-  const { stdout: token } = await run(process.execPath, [MAIN, 'token', '--broker', `http://127.0.0.1:${b}`, '--admin-secret', 'dev-admin-secret', '--scope', 'read:billing:customer-12345']);
+  // As the walkthrough prints it: npx runs the package's own bin, which needs its executable bit.
+  const { stdout: token } = await run('npx', ['agentwrit-sidecar', 'token', '--broker', `http://127.0.0.1:${b}`, '--admin-secret', 'dev-admin-secret', '--scope', 'read:billing:customer-12345'], {
+    cwd: resolve(import.meta.dirname, '../..'),
+  });
   const env = { ...process.env, http_proxy: `http://agent:${token.trim()}@127.0.0.1:${p}` };
   const { stdout: answer } = await run('curl', ['-s', 'http://api.example.com/customers/12345/billing'], { env });
   const body = JSON.parse(answer) as { received_credential: string; agent_token_seen: boolean };
