@@ -94,7 +94,17 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       logger.error({ err: err.message }, 'audit write failed');
     },
   });
-  const verifier = await createTokenVerifier(config.broker, { observer: metrics.verifierObserver() });
+  const counted = metrics.verifierObserver();
+  const verifier = await createTokenVerifier(config.broker, {
+    observer: {
+      ...counted,
+      keyReload: (result, detail) => {
+        counted.keyReload?.(result, detail);
+        if (result === 'success') logger.info({ file: detail.file, kids: detail.kids }, 'broker key file changed; new keys in service, cached verifications dropped');
+        else logger.error({ file: detail.file, reason: detail.reason }, 'broker key file cannot be used; keeping the current keys');
+      },
+    },
+  });
   const forwarder = new Forwarder({
     connectTo: config.upstream.connectTo,
     caFile: config.upstream.caFile,

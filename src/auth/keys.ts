@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { createRemoteJWKSet, errors, type JWSHeaderParameters } from 'jose';
 import { durationMs, type SidecarConfig } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
+import { type FileKeys, KeyFile, type KeyFileEvents } from './key-file.js';
 
 export interface KeySource {
   /** The key that must have signed a token with this header; rejects with a SidecarError. */
@@ -61,20 +62,18 @@ export async function loadPemPublicKey(file: string): Promise<KeyObject> {
   return requireEd25519(key, file);
 }
 
-class StaticKey implements KeySource {
+class StaticKey implements FileKeys {
   readonly kid: string;
+  readonly kids: readonly string[];
   constructor(readonly key: KeyObject) {
     this.kid = computeKid(key);
+    this.kids = [this.kid];
   }
   resolve(header: JWSHeaderParameters): KeyObject {
     // The broker accepts an absent kid; a present one must name our key.
     if (header.kid !== undefined && header.kid !== this.kid) throw invalidKey();
     return this.key;
   }
-  ready(): boolean {
-    return true;
-  }
-  close(): void {}
 }
 
 interface JwkLike {
@@ -96,9 +95,10 @@ function usableJwk(jwk: JwkLike): boolean {
 }
 
 /** A JWKS document on disk: keys are selected by `kid` (the JWK's own kid or its RFC 7638 thumbprint). */
-class FileJwks implements KeySource {
+class FileJwks implements FileKeys {
   private readonly byKid = new Map<string, KeyObject>();
   private readonly only: KeyObject | undefined;
+  readonly kids: readonly string[];
 
   constructor(doc: unknown, file: string) {
     const keys = (doc as { keys?: unknown } | null)?.keys;
@@ -114,6 +114,8 @@ class FileJwks implements KeySource {
     }
     if (distinct.length === 0) throw new Error(`${file}: no Ed25519 signing key (kty OKP, crv Ed25519) in the JWKS`);
     this.only = distinct.length === 1 ? distinct[0] : undefined;
+    // Thumbprints and the JWKS's own kids: a file that renames a key is a different key set.
+    this.kids = [...this.byKid.keys()].sort();
   }
 
   resolve(header: JWSHeaderParameters): KeyObject {
@@ -121,10 +123,6 @@ class FileJwks implements KeySource {
     if (!key) throw invalidKey();
     return key;
   }
-  ready(): boolean {
-    return true;
-  }
-  close(): void {}
 }
 
 /** A JWKS URL (e.g. the embedded broker's). Not ready until the first fetch succeeds; retried with backoff. */
@@ -187,19 +185,29 @@ class RemoteJwks implements KeySource {
   }
 }
 
-/** The key source the config names, or undefined when none is configured (pure online mode). */
-export async function loadKeySource(broker: SidecarConfig['broker']): Promise<KeySource | undefined> {
-  if (broker.publicKeyFile) return new StaticKey(await loadPemPublicKey(broker.publicKeyFile));
-  if (broker.jwksFile) {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(await readFile(broker.jwksFile, 'utf8'));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code) throw e;
-      throw new Error(`${broker.jwksFile}: not valid JSON`);
-    }
-    return new FileJwks(doc, broker.jwksFile);
+async function loadPemKeys(file: string): Promise<FileKeys> {
+  return new StaticKey(await loadPemPublicKey(file));
+}
+
+async function loadJwksKeys(file: string): Promise<FileKeys> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code) throw e;
+    throw new Error(`${file}: not valid JSON`);
   }
+  return new FileJwks(doc, file);
+}
+
+/**
+ * The key source the config names, or undefined when none is configured (pure online mode).
+ * A key file is followed as it is replaced (key-file.ts), reporting through `events`; a JWKS URL is
+ * fetched again when a token names a kid it does not hold (at most every 30 s, jose's cooldown).
+ */
+export async function loadKeySource(broker: SidecarConfig['broker'], events?: KeyFileEvents): Promise<KeySource | undefined> {
+  if (broker.publicKeyFile) return KeyFile.open(broker.publicKeyFile, loadPemKeys, events);
+  if (broker.jwksFile) return KeyFile.open(broker.jwksFile, loadJwksKeys, events);
   if (broker.jwksUrl) return new RemoteJwks(broker.jwksUrl, durationMs(broker.timeout));
   return undefined;
 }

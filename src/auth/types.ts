@@ -50,4 +50,9 @@ export interface TokenVerifier {
 export interface VerifierObserver {
   verification(outcome: 'ok' | 'invalid' | 'expired' | 'revoked' | 'unavailable', source: VerifySource): void;
   revalidation(seconds: number, outcome: 'valid' | 'invalid' | 'error'): void;
+  /**
+   * A replaced broker key file was read: 'success' when its new keys are in service (kids are
+   * public thumbprints), 'failure' when the old keys stay because the file could not be used.
+   */
+  keyReload?(result: 'success' | 'failure', detail: { file: string; kids?: readonly string[]; reason?: string }): void;
 }

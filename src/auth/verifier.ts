@@ -77,6 +77,8 @@ class Verifier implements TokenVerifier {
   private readonly refreshAfterMs: number;
   private readonly missSource: VerifySource;
   private readonly pruner: NodeJS.Timeout;
+  /** Counts key changes: an answer worked out under an earlier key is not cached. */
+  private keyEpoch = 0;
 
   constructor(
     private readonly broker: SidecarConfig['broker'],
@@ -162,10 +164,21 @@ class Verifier implements TokenVerifier {
     }
   }
 
+  /**
+   * The broker key changed (a key file was replaced): every answer given under the old key is
+   * dropped, so a token signed by a key no longer trusted is verified again, and refused.
+   */
+  keysChanged(): void {
+    this.keyEpoch++;
+    this.cache.clear();
+  }
+
   /** A token not in the cache. Shared by every concurrent request with the same token. */
   private async firstSight(token: string, key: string, now: number): Promise<VerifyResult> {
     if (!this.offline) return this.onlineFirst(token, key, now);
+    const epoch = this.keyEpoch;
     const identity = await this.offline.verify(token, now);
+    if (epoch !== this.keyEpoch) return this.firstSight(token, key, now);
     // Cached before the broker call, so a failed call only costs the next request another call.
     this.cache.set(key, identity, expiryDeadlineMs(identity.exp, this.rules.leewayMs), NEVER);
     if (!this.online) return { identity, source: 'offline' };
@@ -270,7 +283,15 @@ export async function createTokenVerifier(broker: SidecarConfig['broker'], opts:
     throw new Error(`broker.verify ${mode} needs broker.publicKeyFile, broker.jwksFile or broker.jwksUrl`);
   }
   if (mode !== 'offline' && !broker.url) throw new Error(`broker.verify ${mode} needs broker.url`);
-  const keys = await loadKeySource(broker);
+  let verifier: Verifier | undefined;
+  const keys = await loadKeySource(broker, {
+    changed: (file, kids) => {
+      verifier?.keysChanged();
+      opts.observer?.keyReload?.('success', { file, kids });
+    },
+    failed: (file, reason) => opts.observer?.keyReload?.('failure', { file, reason }),
+  });
   const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, durationMs(broker.timeout));
-  return new Verifier({ ...broker, verify: mode }, keys, client, opts.observer, opts.now ?? Date.now);
+  verifier = new Verifier({ ...broker, verify: mode }, keys, client, opts.observer, opts.now ?? Date.now);
+  return verifier;
 }

@@ -10,10 +10,11 @@
  * Errors are SidecarError connector_unavailable with a detail safe for the agent; the operator's
  * explanation (which variable or file, why) is the error's `cause`. Neither ever holds the value.
  */
-import { stat, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { SecretSourceInput } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
+import { fileIdentity } from '../file-identity.js';
 
 export interface SecretReader {
   /** The current value; cheap when unchanged. Rejects with connector_unavailable. */
@@ -106,8 +107,7 @@ class FileSecret implements SecretReader {
 
   private async refresh(): Promise<string> {
     try {
-      const st = await stat(this.path);
-      const identity = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      const identity = await fileIdentity(this.path);
       if (this.state?.identity !== identity) {
         const value = stripOneNewline(await readFile(this.path, 'utf8'));
         if (value === '') throw new Error('the file is empty');

@@ -59,6 +59,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly keyReloads = new Counter({
+    name: 'agentwrit_sidecar_key_reloads_total',
+    help: 'Replaced broker key files read, by result (success: new keys in service; failure: old keys kept).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly policyGeneration = new Gauge({
     name: 'agentwrit_sidecar_policy_generation',
     help: 'Number of the configuration generation in service.',
@@ -141,6 +147,9 @@ export class Metrics {
       revalidation: (seconds, outcome) => {
         this.brokerRevalidationDuration.observe({ outcome }, seconds);
         if (outcome === 'error') this.brokerRevalidationFailures.inc();
+      },
+      keyReload: (result) => {
+        this.keyReloads.inc({ result });
       },
     };
   }

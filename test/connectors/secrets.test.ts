@@ -1,10 +1,10 @@
 import { mkdir, mkdtemp, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as fsp from 'node:fs/promises';
 import t, { type Test } from 'tap';
 import { createSecretReader, explainFailure, SECRET_RECHECK_MS } from '../../src/connectors/secrets.js';
 import { SidecarError } from '../../src/errors.js';
+import { fileIdentity } from '../../src/file-identity.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'aw-secrets-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -108,14 +108,13 @@ t.test('file: replaced by rename, then deleted', async (t) => {
   t.equal(await r.read(), 'v3', 'a secret that comes back is used again at once');
 });
 
-t.test('file: cheap when unchanged; concurrent reads due a check share one stat', async (t) => {
+t.test('file: cheap when unchanged; concurrent reads due a check share one look at the file', async (t) => {
   let stats = 0;
   const { createSecretReader: counted } = await t.mockImport<typeof import('../../src/connectors/secrets.js')>('../../src/connectors/secrets.js', {
-    'node:fs/promises': {
-      ...fsp,
-      stat: (...args: Parameters<typeof fsp.stat>) => {
+    '../../src/file-identity.js': {
+      fileIdentity: (path: string) => {
         stats++;
-        return fsp.stat(...args);
+        return fileIdentity(path);
       },
     },
   });

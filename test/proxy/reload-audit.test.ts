@@ -71,6 +71,37 @@ t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keep
   t.equal(bad.statusCode, 422);
 });
 
+t.test('a replaced broker key file: new tokens served, old ones refused, counted and logged', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-keyswap-'));
+  const keyFile = join(dir, 'broker-public.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  t.teardown(() => sc.close());
+  const nextKey = await makeKey();
+  const scope = ['read:billing:customer-12345'];
+  const [oldTok, newTok] = [await signToken(key, { scope }), await signToken(nextKey, { scope })];
+  const get = async (tok: string) => {
+    const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+    try {
+      return (await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode;
+    } finally {
+      await agent.close();
+    }
+  };
+  t.equal(await get(oldTok), 200);
+  t.equal(await get(newTok), 401, 'the next key is not trusted yet');
+
+  writeFileSync(`${keyFile}.tmp`, nextKey.publicPem);
+  renameSync(`${keyFile}.tmp`, keyFile);
+  t.ok(await waitFor(async () => (await get(newTok)) === 200), 'a token of the new key is served');
+  t.equal(await get(oldTok), 401, 'a token of the replaced key is refused, though it was verified before');
+  const m = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(m, /agentwrit_sidecar_key_reloads_total\{result="success"\} 1\n/);
+  const line = sc.logs.find((l) => l.includes('broker key file changed'));
+  t.ok(line, 'the change is logged');
+  t.match(JSON.parse(line ?? '{}'), { level: 'info', file: keyFile, kids: [nextKey.kid] });
+});
+
 t.test('audit: one record per decision, config_applied first, chain verifies, tampering detected', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aws-audit-'));
   const keyFile = join(dir, 'key.pem');
