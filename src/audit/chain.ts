@@ -90,6 +90,7 @@ export const RECORD_ORDER = [
   'sub',
   'task_id',
   'time',
+  'tunnel_id',
   'type',
   'upstream_status',
 ] as const;
@@ -143,7 +144,7 @@ export function prepareRecord(event: AuditEvent): PreparedRecord {
   const between =
     str(',"raw_path":', e.raw_path) + str(',"request_id":', e.request_id) + str(',"route":', e.route) + strings(',"scopes":', e.scopes);
   const after =
-    str(',"sub":', e.sub) + str(',"task_id":', e.task_id) + str(',"time":', time) + str(',"type":', e.type) + num(',"upstream_status":', e.upstream_status);
+    str(',"sub":', e.sub) + str(',"task_id":', e.task_id) + str(',"time":', time) + str(',"tunnel_id":', e.tunnel_id) + str(',"type":', e.type) + num(',"upstream_status":', e.upstream_status);
   return { before: before === '' ? '' : `${before.slice(1)},`, between, after };
 }
 

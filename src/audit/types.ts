@@ -27,6 +27,11 @@ export interface AuditEvent {
   bytes_out?: number;
   /** Tunnels: what was decided (intercepted, passed_through, refused) or spliced (websocket). */
   outcome?: 'intercepted' | 'passed_through' | 'refused' | 'websocket';
+  /**
+   * Requests and WebSockets inside an intercepted tunnel: the request_id of the CONNECT that opened
+   * it, which ties them to that tunnel's `tunnel` and `tunnel_closed` records.
+   */
+  tunnel_id?: string;
   /** Tunnels: the CONNECT port (host holds the host alone, as for requests). */
   port?: number;
   /** tunnel_closed: why it ended (client_closed, upstream_closed, idle_timeout, sni_mismatch, ...). */

@@ -108,6 +108,10 @@ export class Interceptor {
   start(s: InterceptStart): void {
     const { socket, head } = s;
     const st: TunnelState = { start: s };
+    // Bytes on the agent's connection after the CONNECT head, TLS records included: `head` was read
+    // with the CONNECT and is counted here, as pass-through counts it.
+    const readBefore = socket.bytesRead - head.length;
+    const writtenBefore = socket.bytesWritten;
     this.#rt.metrics.activeTunnels.inc();
     this.#active.set(socket, st);
     let finished = false;
@@ -126,6 +130,8 @@ export class Interceptor {
         identity: s.identity,
         error: cut,
         closeReason: st.reason ?? 'closed',
+        bytesIn: socket.bytesRead - readBefore,
+        bytesOut: socket.bytesWritten - writtenBefore,
         durationMs: msSince(s.started),
       });
     };

@@ -15,7 +15,7 @@ export interface TunnelContext {
   scheme?: 'http' | 'https';
   /** Token authenticated on the CONNECT, used when a request inside carries none of its own. */
   token?: string;
-  /** Request id of the CONNECT, to tie inner requests to the tunnel in logs. */
+  /** Request id of the CONNECT: inner requests carry it as tunnel_id in audit records and logs. */
   connectRequestId: string;
 }
 

@@ -13,6 +13,8 @@ export type TunnelOutcome = 'intercepted' | 'passed_through' | 'refused' | 'webs
 export interface TunnelEvent {
   type: 'tunnel' | 'tunnel_closed';
   requestId: string;
+  /** A WebSocket inside an intercepted tunnel: the CONNECT's request id. */
+  tunnelId?: string;
   outcome: TunnelOutcome;
   method?: string;
   host?: string;
@@ -35,6 +37,7 @@ export function recordTunnel(rt: Runtime, ev: TunnelEvent): void {
     type: ev.type,
     time: new Date().toISOString(),
     request_id: ev.requestId,
+    tunnel_id: ev.tunnelId,
     ...identityFields(id),
     route: ev.route,
     method: ev.method ?? 'CONNECT',
@@ -54,6 +57,7 @@ export function recordTunnel(rt: Runtime, ev: TunnelEvent): void {
   rt.logger.info(
     {
       request_id: ev.requestId,
+      tunnel_id: ev.tunnelId,
       decision,
       code: ev.error?.code ?? 'ok',
       outcome: ev.outcome,

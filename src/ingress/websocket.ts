@@ -118,6 +118,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     recordTunnel(rt, {
       type: 'tunnel_closed',
       requestId: st.requestId,
+      tunnelId: st.tunnelId,
       outcome: 'websocket',
       method: out.method,
       host: out.origin.host,

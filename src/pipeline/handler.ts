@@ -20,6 +20,8 @@ import { nextRequestId } from './request-id.js';
 export interface RequestState {
   requestId: string;
   started: bigint;
+  /** Inside an intercepted tunnel: the CONNECT's request id. */
+  tunnelId?: string;
   canon?: CanonicalRequest;
   identity?: AgentIdentity;
   match?: RouteMatch;
@@ -122,6 +124,7 @@ export function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestSta
   if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
   checkFraming(req.rawHeaders);
   const tunnel = tunnelContextOf(req.socket);
+  st.tunnelId = tunnel?.connectRequestId;
   const canon = canonicalize(req, gen, tunnel);
   st.canon = canon;
 

@@ -45,6 +45,7 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
     type: 'request',
     time,
     request_id: st.requestId,
+    tunnel_id: st.tunnelId,
     ...identityFields(id),
     route: st.match?.route.id,
     method: canon?.method,
@@ -66,6 +67,7 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
     rt.logger,
     {
       request_id: st.requestId,
+      tunnel_id: st.tunnelId,
       decision,
       code,
       route: st.match?.route.id,

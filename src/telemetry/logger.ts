@@ -30,6 +30,8 @@ export type { Logger };
 /** The fields of the one log line per request: identifiers and outcomes only. */
 export interface RequestLogFields {
   request_id: string;
+  /** Inside an intercepted tunnel: the CONNECT's request id. */
+  tunnel_id?: string;
   decision: 'allow' | 'deny';
   code: string;
   route?: string;
@@ -52,6 +54,7 @@ export function requestLine(f: RequestLogFields, time: string): string {
   return (
     `{"level":"info","time":"${time}","service":"agentwrit-sidecar"` +
     str(',"request_id":', f.request_id) +
+    str(',"tunnel_id":', f.tunnel_id) +
     str(',"decision":', f.decision) +
     str(',"code":', f.code) +
     str(',"route":', f.route) +

@@ -55,6 +55,50 @@ t.test('intercepted HTTPS: the upstream gets the injected credential, never the 
   t.ok(r.headers['x-request-id']);
 });
 
+t.test('requests inside an intercepted tunnel carry its CONNECT request id; its close counts bytes', async (t) => {
+  const own = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, requestTls: { ca: fx.caPem } });
+  const ids: string[] = [];
+  for (const path of ['/customers/12345/billing', '/customers/67890/billing']) {
+    const r = await request(`https://api.example.com${path}`, { dispatcher: own });
+    await r.body.dump();
+    ids.push(r.headers['x-request-id'] as string);
+  }
+  await own.close();
+  await eventually(async () => (await fx.audit()).filter((r) => ids.includes(r.request_id as string)).length === 2);
+  let records = await fx.audit();
+  const inner = ids.map((id) => records.find((r) => r.request_id === id)!);
+  t.match(inner, [{ type: 'request', decision: 'allow' }, { type: 'request', decision: 'deny', error_code: 'scope_violation' }]);
+  // undici may open a second tunnel for the second request; each names the one it came through.
+  const tunnelIds = inner.map((r) => r.tunnel_id as string);
+  for (const id of tunnelIds) {
+    t.type(id, 'string');
+    t.match(records.find((r) => r.request_id === id && r.type === 'tunnel'), { outcome: 'intercepted', host: 'api.example.com', port: 443 }, 'the CONNECT decision’s id');
+  }
+  const closedOf = (id: string) => records.find((r) => r.request_id === id && r.type === 'tunnel_closed');
+  await eventually(async () => {
+    records = await fx.audit();
+    return tunnelIds.every((id) => closedOf(id) !== undefined);
+  });
+  const closed = closedOf(tunnelIds[0])!;
+  t.equal(closed.outcome, 'intercepted');
+  t.ok((closed.bytes_in as number) > 300, 'TLS handshake and the request from the agent counted');
+  t.ok((closed.bytes_out as number) > 1000, 'certificate and answer towards the agent counted');
+  const logged = fx.sc.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => ids.includes(l.request_id as string));
+  t.same(
+    logged.map((l) => l.tunnel_id),
+    tunnelIds,
+    'request log lines carry it too',
+  );
+
+  const plainAgent = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, proxyTunnel: false });
+  const plain = await request('http://api.example.com/customers/12345/billing', { dispatcher: plainAgent });
+  await plain.body.dump();
+  await plainAgent.close();
+  const plainId = plain.headers['x-request-id'] as string;
+  await eventually(async () => (await fx.audit()).some((r) => r.request_id === plainId));
+  t.notOk('tunnel_id' in (await fx.audit()).find((r) => r.request_id === plainId)!, 'no tunnel_id outside a tunnel');
+});
+
 t.test('inside the tunnel, paths the token does not cover are refused', async (t) => {
   const other = await request('https://api.example.com/customers/67890/billing', { dispatcher: agent });
   t.equal(other.statusCode, 403);

@@ -69,6 +69,9 @@ t.test('wss inside an intercepted tunnel: credential injected, frames both ways,
   t.match(decision, { decision: 'allow', scopes: ['read:chat:lobby'], connector: 'billing-api' });
   const end = records.find((r) => r.type === 'tunnel_closed' && r.request_id === decision?.request_id)!;
   t.ok((end.bytes_in as number) > 0 && (end.bytes_out as number) > 0, 'bytes counted both ways');
+  t.type(decision?.tunnel_id, 'string', 'the upgrade names the tunnel it came through');
+  t.equal(end.tunnel_id, decision?.tunnel_id, 'and so does the end of the WebSocket');
+  t.match(records.find((r) => r.type === 'tunnel' && r.request_id === decision?.tunnel_id), { outcome: 'intercepted' });
 });
 
 t.test('ws:// through the proxy (CONNECT to port 80, plain HTTP inside)', async (t) => {

@@ -16,6 +16,7 @@ function captured(level = 'info') {
 
 const full: RequestLogFields = {
   request_id: 'abc-1',
+  tunnel_id: 'abc-0',
   decision: 'allow',
   code: 'ok',
   route: 'billing-read',
