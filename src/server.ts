@@ -89,6 +89,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     onFailure: config.audit.onFailure,
     flushIntervalMs: durationMs(config.audit.flushInterval),
     maxQueue: config.audit.maxQueue,
+    rotateBytes: config.audit.rotateBytes,
+    rotateKeep: config.audit.rotateKeep,
     onWriteError: (err) => {
       metrics.auditWriteErrors.inc();
       logger.error({ err: err.message }, 'audit write failed');

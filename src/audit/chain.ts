@@ -22,6 +22,8 @@ import { jsonString, num, str, strings } from '../json-text.js';
 import type { AuditEvent } from './types.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
+/** Type of the record that opens every file the sink starts after rotating (sink.ts). */
+export const ROTATED_TYPE = 'rotated';
 
 export function canonicalJson(value: unknown): string {
   if (value === null) return 'null';

@@ -17,10 +17,18 @@
  * record noting its length and SHA-256 is appended first; any other invalid last line makes
  * openAuditSink throw. Path "-" writes to stdout and always starts a new chain at seq 1.
  * One process per audit file: two writers would interleave two chains.
+ *
+ * Rotation (rotateBytes > 0): before a batch is written to a file that has reached rotateBytes,
+ * the file is synced and closed, PATH.1 … become PATH.2 … (the one past rotateKeep is deleted),
+ * PATH becomes PATH.1 and a new PATH is opened. Its first record is a `rotated` record that
+ * continues the chain (seq and prev_hash go on), so the files, oldest first, verify as one chain,
+ * and the newest alone verifies from that record. A restart that finds PATH empty while PATH.1
+ * exists continues from PATH.1 the same way.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, open } from 'node:fs/promises';
-import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord } from './chain.js';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord, ROTATED_TYPE } from './chain.js';
 import { type ChainHead, readTail } from './tail.js';
 import type { AuditEvent, AuditSink } from './types.js';
 
@@ -32,6 +40,19 @@ export interface AuditSinkOptions {
   maxQueue: number;
   /** Called for every failed write attempt (metrics, logs). */
   onWriteError?: (err: Error) => void;
+  /** Start a new file once the current one holds this many bytes; 0 or absent: never. */
+  rotateBytes?: number;
+  /** Rotated files kept (PATH.1 … PATH.N); default 5. */
+  rotateKeep?: number;
+}
+
+/** How a file sink starts a new file: see "Rotation" above. */
+interface Rotation {
+  maxBytes: number;
+  /** Renames the full file aside (and drops the oldest), then opens a new one. */
+  next(): Promise<Output>;
+  /** Name the rotated record gives the file before it. */
+  previousName: string;
 }
 
 export interface OpenedAuditSink extends AuditSink {
@@ -104,6 +125,12 @@ const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 class ChainedSink implements OpenedAuditSink {
   readonly recovered?: { truncatedBytes: number };
+  /** Bytes in the current file. */
+  private fileBytes: number;
+  /** The current file was closed for rotation and the next one is not open yet. */
+  private detached = false;
+  /** The next batch opens with a `rotated` record (a new file after rotation). */
+  private opensRotated: boolean;
   private queue: PreparedRecord[] = [];
   private pending: Pending | null = null;
   private chain: ChainHead;
@@ -120,15 +147,21 @@ class ChainedSink implements OpenedAuditSink {
   private closing: Promise<void> | null = null;
 
   constructor(
-    private readonly out: Output,
+    private out: Output,
     private readonly opts: AuditSinkOptions,
     head: ChainHead,
     recovered?: { truncatedBytes: number },
+    file?: { bytes: number; rotation?: Rotation; continuesRotated?: boolean },
   ) {
     this.chain = { ...head };
     this.written = { ...head };
     if (recovered) this.recovered = recovered;
+    this.fileBytes = file?.bytes ?? 0;
+    this.rotation = file?.rotation;
+    this.opensRotated = file?.continuesRotated ?? false;
   }
+
+  private readonly rotation: Rotation | undefined;
 
   append(event: AuditEvent): boolean {
     if (this.closed) {
@@ -216,26 +249,53 @@ class ChainedSink implements OpenedAuditSink {
   private takeBatch(): Pending {
     const batch = this.queue.length <= BATCH_MAX ? this.queue : this.queue.slice(0, BATCH_MAX);
     this.queue = batch === this.queue ? [] : this.queue.slice(BATCH_MAX);
-    const lines: string[] = new Array(batch.length);
+    const lines: string[] = [];
     let { seq, hash } = this.chain;
+    if (this.opensRotated && this.rotation) {
+      const note = chainRecord({ type: ROTATED_TYPE, time: new Date().toISOString(), previous_file: this.rotation.previousName }, ++seq, hash);
+      hash = note.hash;
+      lines.push(note.line);
+      this.opensRotated = false;
+    }
     for (let i = 0; i < batch.length; i++) {
       const c = chainPrepared(batch[i], ++seq, hash);
       hash = c.hash;
-      lines[i] = c.line;
+      lines.push(c.line);
     }
     this.chain = { seq, hash };
     return { buf: Buffer.from(lines.join(''), 'utf8'), offset: 0, count: batch.length, head: this.chain };
   }
 
+  /** Before a batch: a full file is closed and set aside and a new one opened (throws like a write). */
+  private async rotateIfDue(): Promise<void> {
+    const r = this.rotation;
+    if (!r || (!this.detached && this.fileBytes < r.maxBytes)) return;
+    if (!this.detached) {
+      await this.out.sync();
+      await this.out.close();
+      this.detached = true;
+    }
+    this.out = await r.next();
+    this.detached = false;
+    this.fileBytes = 0;
+    this.opensRotated = true;
+  }
+
   private async pump(): Promise<void> {
     for (;;) {
-      if (!this.pending) {
-        if (this.queue.length === 0) return;
-        this.pending = this.takeBatch();
-      }
       const p = this.pending;
       try {
-        while (p.offset < p.buf.length) p.offset += await this.out.write(p.buf, p.offset);
+        if (!p) {
+          if (this.queue.length === 0) return;
+          await this.rotateIfDue();
+          this.pending = this.takeBatch();
+          continue;
+        }
+        while (p.offset < p.buf.length) {
+          const n = await this.out.write(p.buf, p.offset);
+          p.offset += n;
+          this.fileBytes += n;
+        }
       } catch (e) {
         this.writeFailed(asError(e));
         return;
@@ -292,12 +352,14 @@ class ChainedSink implements OpenedAuditSink {
     }
     await this.pumping;
     if (this.timer) clearTimeout(this.timer);
-    try {
-      await this.out.sync();
-    } catch (e) {
-      lastErr ??= asError(e);
+    if (!this.detached) {
+      try {
+        await this.out.sync();
+      } catch (e) {
+        lastErr ??= asError(e);
+      }
+      await this.out.close();
     }
-    await this.out.close();
     if (lastErr) {
       const lost = this.depth();
       this.failed += lost;
@@ -306,8 +368,57 @@ class ChainedSink implements OpenedAuditSink {
   }
 }
 
+const ignoreMissing = (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'ENOENT') throw e;
+};
+
+/** PATH.i → PATH.i+1 from the oldest down (the one past `keep` deleted), then PATH → PATH.1. */
+async function shiftRotated(path: string, keep: number): Promise<void> {
+  await unlink(`${path}.${keep}`).catch(ignoreMissing);
+  for (let i = keep - 1; i >= 1; i--) await rename(`${path}.${i}`, `${path}.${i + 1}`).catch(ignoreMissing);
+  await rename(path, `${path}.1`);
+}
+
+function rotationFor(opts: AuditSinkOptions): Rotation | undefined {
+  const maxBytes = opts.rotateBytes ?? 0;
+  if (maxBytes <= 0) return undefined;
+  const keep = opts.rotateKeep ?? 5;
+  // A retry after a failed open must not shift the files a second time.
+  let shifted = false;
+  return {
+    maxBytes,
+    previousName: `${basename(opts.path)}.1`,
+    next: async () => {
+      if (!shifted) {
+        await shiftRotated(opts.path, keep);
+        shifted = true;
+      }
+      const out = fileOutput(await open(opts.path, 'a+', 0o640));
+      shifted = false;
+      return out;
+    },
+  };
+}
+
+/** The chain head at the end of a closed file; undefined when there is no such file. */
+async function headOf(path: string): Promise<ChainHead | undefined> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    ignoreMissing(e as NodeJS.ErrnoException);
+    return undefined;
+  }
+  try {
+    return (await readTail(fh, path)).head;
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAuditSink> {
   if (opts.path === '-') return new ChainedSink(stdoutOutput(), opts, { seq: 0, hash: GENESIS_HASH });
+  const rotation = rotationFor(opts);
   const fh = await open(opts.path, 'a+', 0o640);
   try {
     const tail = await readTail(fh, opts.path);
@@ -334,7 +445,17 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
       head = { seq: head.seq + 1, hash: note.hash };
       recovered = { truncatedBytes: tail.torn.bytes.length };
     }
-    return new ChainedSink(out, opts, head, recovered);
+    let continuesRotated = false;
+    if (rotation && head.seq === 0) {
+      // A new file after a rotation (or a restart just after one): the chain goes on from PATH.1.
+      const previous = await headOf(`${opts.path}.1`);
+      if (previous && previous.seq > 0) {
+        head = previous;
+        continuesRotated = true;
+      }
+    }
+    const bytes = (await fh.stat()).size;
+    return new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated });
   } catch (e) {
     await fh.close();
     throw e;

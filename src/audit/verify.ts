@@ -2,12 +2,18 @@
  * Checks a whole audit stream: every line valid on its own (chain.ts), seq counting 1, 2, 3...
  * and each prev_hash equal to the previous line's hash. Stops at the first bad line.
  *
+ * Rotated files (audit.rotateBytes) are checked as one chain when given oldest first: each file
+ * continues the one before it. The oldest file given may start in the middle of the chain (older
+ * files were deleted) only with the `rotated` record the sink writes first in every new file; its
+ * link to the file before it is then out of reach and is reported as where the check starts.
+ *
  * What an unkeyed chain cannot show: records removed from the END of the file, or a file rewritten
  * from scratch with every hash recomputed. Both change the head hash, so comparing the reported
- * head hash with one kept elsewhere (a copy, a log line) catches them.
+ * head hash with one kept elsewhere (a copy, a log line) catches them. Likewise, deleting the
+ * oldest rotated files looks the same as the sink deleting them past audit.rotateKeep.
  */
 import { StringDecoder } from 'node:string_decoder';
-import { checkLine, GENESIS_HASH } from './chain.js';
+import { checkLine, GENESIS_HASH, ROTATED_TYPE } from './chain.js';
 
 export interface VerifyReport {
   ok: boolean;
@@ -15,7 +21,10 @@ export interface VerifyReport {
   records: number;
   /** Hash of the last valid record; 64 zeros when there is none. */
   headHash: string;
-  firstBad?: { line: number; seq?: number; reason: string };
+  /** When the first record continues an earlier, absent file: its seq and the prev_hash it names. */
+  startsAt?: { seq: number; prevHash: string };
+  /** `file` is set when several files were checked. */
+  firstBad?: { line: number; seq?: number; reason: string; file?: string };
 }
 
 /** Far beyond any real record; stops a newline-free stream from growing memory without bound. */
@@ -23,43 +32,77 @@ const MAX_LINE = 1024 * 1024;
 
 class ChainChecker {
   records = 0;
+  /** seq of the last valid record. */
+  seq = 0;
   head = GENESIS_HASH;
   lineNo = 0;
+  file?: string;
+  startsAt?: VerifyReport['startsAt'];
   bad?: VerifyReport['firstBad'];
 
   /** Returns false once a bad line was found. */
   line(text: string): boolean {
     this.lineNo++;
-    const expected = this.records + 1;
+    const expected = this.seq + 1;
     if (text === '') return this.fail(undefined, 'empty line (not JSON)');
     const c = checkLine(text);
     if (!c.ok) return this.fail(c.seq, c.reason);
-    if (c.seq !== expected) {
+    if (this.records === 0 && c.seq > 1 && isRotatedStart(text)) {
+      // The first file given starts a rotated file whose predecessors are not at hand.
+      this.startsAt = { seq: c.seq, prevHash: c.prevHash };
+      this.seq = c.seq - 1;
+      this.head = c.prevHash;
+    } else if (c.seq !== expected) {
       const why = c.seq < expected ? 'repeated or out of order' : 'records missing before it';
       return this.fail(c.seq, `seq gap: expected ${expected}, found ${c.seq} (${why})`);
     }
     if (c.prevHash !== this.head) {
       return this.fail(c.seq, 'prev_hash mismatch (does not chain to the record before it)');
     }
-    this.records = c.seq;
+    this.records++;
+    this.seq = c.seq;
     this.head = c.hash;
     return true;
   }
 
   fail(seq: number | undefined, reason: string): false {
-    this.bad = seq === undefined ? { line: this.lineNo, reason } : { line: this.lineNo, seq, reason };
+    this.bad = { line: this.lineNo, ...(seq === undefined ? {} : { seq }), reason, ...(this.file === undefined ? {} : { file: this.file }) };
     return false;
   }
 
   report(): VerifyReport {
     const r: VerifyReport = { ok: !this.bad, records: this.records, headHash: this.head };
+    if (this.startsAt) r.startsAt = this.startsAt;
     if (this.bad) r.firstBad = this.bad;
     return r;
   }
 }
 
+/** The record the sink writes first in a file it starts after rotating (checked valid by the caller). */
+function isRotatedStart(text: string): boolean {
+  return (JSON.parse(text) as { type?: unknown }).type === ROTATED_TYPE;
+}
+
 export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<VerifyReport> {
+  return verifyAuditStreams([{ open: () => input }]);
+}
+
+/**
+ * Several files of one chain, oldest first, each opened only when its turn comes; `name` labels
+ * the file a bad record is in.
+ */
+export async function verifyAuditStreams(inputs: Array<{ open: () => NodeJS.ReadableStream; name?: string }>): Promise<VerifyReport> {
   const checker = new ChainChecker();
+  for (const { open, name } of inputs) {
+    checker.file = name;
+    checker.lineNo = 0;
+    if (!(await checkStream(checker, open()))) break;
+  }
+  return checker.report();
+}
+
+/** Feeds one stream's lines to the checker; false once a bad line was found. */
+async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream): Promise<boolean> {
   const decoder = new StringDecoder('utf8');
   let carry = '';
   for await (const chunk of input) {
@@ -67,7 +110,7 @@ export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<V
     let nl = carry.indexOf('\n');
     let from = 0;
     while (nl >= 0) {
-      if (!checker.line(carry.slice(from, nl))) return checker.report();
+      if (!checker.line(carry.slice(from, nl))) return false;
       from = nl + 1;
       nl = carry.indexOf('\n', from);
     }
@@ -75,7 +118,7 @@ export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<V
     if (carry.length > MAX_LINE) {
       checker.lineNo++;
       checker.fail(undefined, `line longer than ${MAX_LINE} bytes (not an audit record)`);
-      return checker.report();
+      return false;
     }
   }
   carry += decoder.end();
@@ -85,6 +128,7 @@ export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<V
     const c = checkLine(carry);
     const detail = c.ok ? 'complete record' : c.reason;
     checker.fail(c.seq, `incomplete last line: no newline at the end (torn write; ${detail})`);
+    return false;
   }
-  return checker.report();
+  return true;
 }

@@ -1,6 +1,6 @@
 /** `agentwrit-sidecar audit verify FILE|-`: check an audit log's hash chain. */
 import { createReadStream } from 'node:fs';
-import { verifyAuditStream } from '../audit/verify.js';
+import { type VerifyReport, verifyAuditStreams } from '../audit/verify.js';
 import { parseArgs } from './args.js';
 
 export interface AuditCommandIo {
@@ -15,9 +15,14 @@ const stdio: AuditCommandIo = {
   err: (s) => process.stderr.write(s),
 };
 
-const USAGE = `Usage: agentwrit-sidecar audit verify [--json] FILE|-
+const USAGE = `Usage: agentwrit-sidecar audit verify [--json] FILE...|-
 
 Checks the hash chain of an audit log written by the sidecar ("-" reads standard input).
+Rotated files (audit.rotateBytes) are given oldest first and checked as one chain, e.g.
+  agentwrit-sidecar audit verify audit.jsonl.2 audit.jsonl.1 audit.jsonl
+The first file may start in the middle of the chain when it opens with the "rotated" record the
+sidecar writes first in every new file (older files were deleted past audit.rotateKeep); the seq
+and prev_hash it starts from are printed.
 Every line is one JSON record; its "hash" is the SHA-256 of the line without its "hash" member
 (keys sorted, no whitespace), "prev_hash" is the hash of the line before it (64 zeros for the
 first) and "seq" counts 1, 2, 3... This finds an edited, deleted, inserted or reordered record,
@@ -49,41 +54,52 @@ export async function runAuditCommand(argv: string[], io: AuditCommandIo = stdio
     return 0;
   }
   const json = args.flags.has('json');
-  const positionals = args.positionals;
-  const [sub, file, ...extra] = positionals;
-  if (sub !== 'verify' || file === undefined || extra.length > 0) {
+  const [sub, ...files] = args.positionals;
+  if (sub !== 'verify' || files.length === 0 || (files.includes('-') && files.length > 1)) {
     const why =
       sub === undefined
         ? 'missing subcommand'
         : sub !== 'verify'
           ? `unknown subcommand: ${sub}`
-          : file === undefined
+          : files.length === 0
             ? 'audit verify needs FILE or -'
-            : `unexpected arguments: ${extra.join(' ')}`;
+            : '"-" (standard input) cannot be combined with files';
     io.err(`${why}\n\n${USAGE}`);
     return 2;
   }
 
-  const input = file === '-' ? (io.stdin ?? process.stdin) : createReadStream(file);
-  let report: Awaited<ReturnType<typeof verifyAuditStream>>;
+  let reading = '';
+  let current: NodeJS.ReadableStream | undefined;
+  let report: VerifyReport;
   try {
-    report = await verifyAuditStream(input);
+    report = await verifyAuditStreams(
+      files.map((file) => ({
+        name: files.length > 1 ? file : undefined,
+        open: () => {
+          reading = file === '-' ? 'standard input' : file;
+          current = file === '-' ? (io.stdin ?? process.stdin) : createReadStream(file);
+          return current;
+        },
+      })),
+    );
   } catch (e) {
-    io.err(`audit verify: cannot read ${file === '-' ? 'standard input' : file}: ${(e as Error).message}\n`);
+    io.err(`audit verify: cannot read ${reading}: ${(e as Error).message}\n`);
     return 2;
   } finally {
-    if (file !== '-') (input as ReturnType<typeof createReadStream>).destroy();
+    if (current && current !== (io.stdin ?? process.stdin)) (current as ReturnType<typeof createReadStream>).destroy();
   }
 
   if (json) {
     io.out(`${JSON.stringify(report)}\n`);
   } else if (report.ok) {
-    io.out(`ok: ${report.records} records, chain intact\nhead hash: ${report.headHash}\n`);
+    const from = report.startsAt ? `starts at seq ${report.startsAt.seq}, continuing prev_hash ${report.startsAt.prevHash} (earlier files not given)\n` : '';
+    io.out(`ok: ${report.records} records, chain intact\n${from}head hash: ${report.headHash}\n`);
   } else {
     const bad = report.firstBad!;
     const seq = bad.seq === undefined ? '' : ` (seq ${bad.seq})`;
+    const where = bad.file === undefined ? '' : `${bad.file} `;
     io.out(
-      `TAMPERED or damaged: line ${bad.line}${seq}: ${bad.reason}\n` +
+      `TAMPERED or damaged: ${where}line ${bad.line}${seq}: ${bad.reason}\n` +
         `${report.records} records verified before it; head hash of that valid part: ${report.headHash}\n`,
     );
   }

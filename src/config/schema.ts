@@ -93,7 +93,12 @@ export const SidecarConfigSchema = z.strictObject({
       flushInterval: Duration.default('50ms'),
       /** Records held in memory at most; beyond this the sink counts as failing. */
       maxQueue: z.number().int().positive().default(10_000),
+      /** Start a new file when the current one holds this many bytes (0: never); see sink.ts. */
+      rotateBytes: z.number().int().nonnegative().default(0),
+      /** Rotated files kept beside the current one (PATH.1 … PATH.N); older ones are deleted. */
+      rotateKeep: z.number().int().positive().default(5),
     })
+    .refine((a) => a.path !== '-' || a.rotateBytes === 0, { message: 'audit.rotateBytes needs a file path: standard output ("-") is not rotated', path: ['rotateBytes'] })
     .prefault({}),
   upstream: z
     .strictObject({

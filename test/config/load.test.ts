@@ -64,6 +64,8 @@ t.test('problems carry exact positions', async (t) => {
       ],
     ],
     ['bad broker url', 'broker:\n  url: not a url\n  publicKeyFile: k.pem\n', [[2, 8, /^broker\.url: Invalid URL/]]],
+    ['rotating standard output', `${KEYED}audit:\n  path: "-"\n  rotateBytes: 1000000\n`, [[6, 16, /rotateBytes needs a file path: standard output \("-"\) is not rotated$/]]],
+    ['negative rotation size', `${KEYED}audit:\n  rotateBytes: -1\n  rotateKeep: 0\n`, [[5, 16, /^audit\.rotateBytes: /], [6, 15, /^audit\.rotateKeep: /]]],
   ];
   for (const [name, text, want] of cases) {
     const got = await problems(text);

@@ -1,11 +1,12 @@
 /** Hot reload (good and bad), config_applied records, and the audit trail of real decisions. */
-import { readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
 import { verifyAuditStream } from '../../src/audit/verify.js';
+import { runAuditCommand } from '../../src/cli/audit.js';
 import { BILLING_POLICY, startTestSidecar } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -131,6 +132,40 @@ t.test('audit: one record per decision, config_applied first, chain verifies, ta
   const bad = await verifyAuditStream(createReadStream(tampered));
   t.equal(bad.ok, false);
   t.equal(bad.firstBad?.line, 2);
+});
+
+t.test('audit rotation in a running sidecar: every decision kept, the files verify as one chain', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-auditrot-'));
+  const keyFile = join(dir, 'key.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: keyFile },
+    dir,
+    config: { audit: { path: join(dir, 'audit.jsonl'), flushInterval: '5ms', rotateBytes: 4000, rotateKeep: 20 } },
+  });
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  const ids: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+    await r.body.dump();
+    ids.push(r.headers['x-request-id'] as string);
+    await new Promise((r) => setTimeout(r, 10)); // let batches reach the file one by one
+  }
+  await agent.close();
+  await sc.close();
+  const files = readdirSync(dir)
+    .filter((f) => /^audit\.jsonl(\.\d+)?$/.test(f))
+    .sort((a, b) => Number(b.split('.')[2] ?? 0) - Number(a.split('.')[2] ?? 0))
+    .map((f) => join(dir, f));
+  t.ok(files.length >= 3, `rotated into ${files.length} files`);
+  const records = files.flatMap((f) => readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
+  t.same(records.filter((r) => r.type === 'request').map((r) => r.request_id), ids, 'every decision, in order, across the files');
+  let out = '';
+  const code = await runAuditCommand(['verify', ...files], { out: (s) => (out += s), err: (s) => (out += s) });
+  t.equal(code, 0, out);
+  t.match(out, `ok: ${records.length} records, chain intact`);
 });
 
 t.test('audit fail-closed: an unwritable audit log refuses requests with 503', async (t) => {

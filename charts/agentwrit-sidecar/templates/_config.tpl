@@ -67,6 +67,8 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 {{- $_ := set $cfg "policies" (list $paths.policies) }}
 {{- $audit := get $cfg "audit" | default dict }}
 {{- $_ := set $audit "path" (ternary "-" $paths.auditFile $v.auditLog.stdout) }}
+{{- /* Standard output is not a file: nothing to rotate. */ -}}
+{{- if $v.auditLog.stdout }}{{- $_ := unset $audit "rotateBytes" }}{{- $_ := unset $audit "rotateKeep" }}{{- end }}
 {{- $_ := set $cfg "audit" $audit }}
 {{- $tls := get $cfg "tls" | default dict }}
 {{- if $v.ca.existingSecret.name }}

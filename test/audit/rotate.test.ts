@@ -1,0 +1,85 @@
+/**
+ * Size-based rotation of the audit file: the files, oldest first, verify as one chain; the newest
+ * alone verifies from its `rotated` record; only rotateKeep old files stay; a restart goes on with
+ * the chain, also when it finds the current file empty after a rotation.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { type AuditSinkOptions, openAuditSink } from '../../src/audit/sink.js';
+import { runAuditCommand } from '../../src/cli/audit.js';
+
+const event = (i: number) => ({ type: 'request' as const, time: '2026-11-24T08:00:00.000Z', request_id: `r-${i}`, decision: 'allow' as const, route: 'billing-read' });
+
+/** Appends `n` records in batches of 10, each batch written before the next (one write each). */
+async function write(opts: AuditSinkOptions, from: number, n: number) {
+  const sink = await openAuditSink(opts);
+  for (let i = from; i < from + n; i += 10) {
+    for (let j = i; j < Math.min(i + 10, from + n); j++) sink.append(event(j));
+    await sink.flush();
+  }
+  await sink.close();
+  return sink.head();
+}
+
+const lines = async (path: string) => (await readFile(path, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+function verify(files: string[]) {
+  let out = '';
+  let err = '';
+  return runAuditCommand(['verify', ...files], { out: (s) => (out += s), err: (s) => (err += s) }).then((code) => ({ code, out, err }));
+}
+
+t.test('files rotate past rotateBytes and verify as one chain, oldest first', async (t) => {
+  const dir = t.testdir({});
+  const path = join(dir, 'audit.jsonl');
+  const opts: AuditSinkOptions = { path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100, rotateBytes: 3000, rotateKeep: 2 };
+  const head = await write(opts, 0, 60);
+  t.ok(existsSync(`${path}.1`) && existsSync(`${path}.2`), 'two rotated files');
+  t.notOk(existsSync(`${path}.3`), 'none past rotateKeep');
+
+  const [older, old, current] = [await lines(`${path}.2`), await lines(`${path}.1`), await lines(path)];
+  for (const file of [older, old, current]) t.match(file[0], { type: 'rotated', previous_file: 'audit.jsonl.1' }, 'each file opens with a rotated record');
+  t.equal(old[0].seq, (older.at(-1)?.seq as number) + 1, 'seq goes on across files');
+  t.equal(old[0].prev_hash, older.at(-1)?.hash, 'and so does the hash chain');
+  t.equal(current.at(-1)?.hash, head.hash);
+  // 60 requests and one rotated record per new file: the newest seq counts them all.
+  const requests = [older, old, current].flat().filter((r) => r.type === 'request').map((r) => r.request_id);
+  t.same(requests, Array.from({ length: requests.length }, (_, i) => `r-${60 - requests.length + i}`), 'the records kept are the newest, in order');
+
+  const all = await verify([`${path}.2`, `${path}.1`, path]);
+  t.equal(all.code, 0, all.out + all.err);
+  t.match(all.out, new RegExp(`ok: ${older.length + old.length + current.length} records, chain intact\\nstarts at seq ${older[0].seq}, continuing prev_hash [0-9a-f]{64}`));
+  t.match(all.out, `head hash: ${head.hash}`);
+  const alone = await verify([path]);
+  t.equal(alone.code, 0, 'the newest file alone verifies from its rotated record');
+
+  const gap = await verify([`${path}.2`, path]);
+  t.equal(gap.code, 1, 'a missing file in between is found');
+  t.match(gap.out, `TAMPERED or damaged: ${path} line 1 (seq ${current[0].seq}): seq gap`);
+  const order = await verify([`${path}.1`, `${path}.2`, path]);
+  t.equal(order.code, 1, 'files out of order are found');
+
+  // A rotated file whose first (rotated) record was cut off no longer verifies on its own.
+  await writeFile(`${path}.1`, `${(await readFile(`${path}.1`, 'utf8')).split('\n').slice(1).join('\n')}`);
+  t.equal((await verify([`${path}.1`])).code, 1, 'a file cut at the front is found');
+});
+
+t.test('a restart continues the chain, also from PATH.1 when PATH is empty', async (t) => {
+  const dir = t.testdir({});
+  const path = join(dir, 'audit.jsonl');
+  const opts: AuditSinkOptions = { path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100, rotateBytes: 100_000, rotateKeep: 3 };
+  const first = await write(opts, 0, 20);
+  t.notOk(existsSync(`${path}.1`), 'not full yet');
+  const second = await write(opts, 20, 20);
+  t.equal(second.seq, first.seq + 20, 'the same file goes on after a restart');
+
+  // As if the process stopped right after setting the full file aside.
+  await rename(path, `${path}.1`);
+  const third = await write(opts, 40, 5);
+  const current = await lines(path);
+  t.match(current[0], { type: 'rotated', seq: second.seq + 1, prev_hash: second.hash });
+  t.equal(third.seq, second.seq + 6);
+  t.equal((await verify([`${path}.1`, path])).code, 0);
+});
