@@ -4,8 +4,36 @@
  * Anything else (status, network, timeout, malformed body) means we do not know, and we never
  * guess: the caller gets broker_unavailable.
  */
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { Pool } from 'undici';
 import { SidecarError } from '../errors.js';
+
+/** TLS towards an https broker: extra trust and, for AA_TLS_MODE=mtls, a client certificate. */
+export interface BrokerTlsFiles {
+  caFile?: string;
+  clientCertFile?: string;
+  clientKeyFile?: string;
+}
+
+function readPem(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`${what} ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+/** undici connect options for the broker; read once at start (a new certificate needs a restart). */
+function brokerTlsOptions(files: BrokerTlsFiles): Record<string, unknown> {
+  const o: Record<string, unknown> = { minVersion: 'TLSv1.2' };
+  if (files.caFile) o.ca = [...rootCertificates, readPem(files.caFile, 'broker.caFile')];
+  if (files.clientCertFile && files.clientKeyFile) {
+    o.cert = readPem(files.clientCertFile, 'broker.clientCertFile');
+    o.key = readPem(files.clientKeyFile, 'broker.clientKeyFile');
+  }
+  return o;
+}
 
 export type ValidateAnswer = { valid: true; claims: Record<string, unknown> } | { valid: false };
 
@@ -24,13 +52,14 @@ export class BrokerClient {
   constructor(
     brokerUrl: string,
     private readonly timeoutMs: number,
+    tls: BrokerTlsFiles = {},
     connections = 16,
   ) {
     const url = new URL(brokerUrl);
     this.path = `${url.pathname.replace(/\/+$/, '')}/v1/token/validate`;
     this.pool = new Pool(url.origin, {
       connections,
-      connect: { timeout: timeoutMs },
+      connect: { timeout: timeoutMs, ...(url.protocol === 'https:' ? brokerTlsOptions(tls) : {}) },
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });

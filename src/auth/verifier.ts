@@ -291,7 +291,7 @@ export async function createTokenVerifier(broker: SidecarConfig['broker'], opts:
     },
     failed: (file, reason) => opts.observer?.keyReload?.('failure', { file, reason }),
   });
-  const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, durationMs(broker.timeout));
+  const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, durationMs(broker.timeout), broker);
   verifier = new Verifier({ ...broker, verify: mode }, keys, client, opts.observer, opts.now ?? Date.now);
   return verifier;
 }

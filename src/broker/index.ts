@@ -12,7 +12,7 @@ import { RateLimiter } from './ratelimit.js';
 import { Revocations } from './revocation.js';
 import { brokerRouter } from './routes.js';
 import { hashSecret } from './secrets.js';
-import { createBrokerServer } from './server.js';
+import { type BrokerTls, createBrokerServer } from './server.js';
 import { validTrustDomain } from './spiffe.js';
 import { loadState, type StateSnapshot, StateWriter } from './state.js';
 import { rfc3339Nano } from './timefmt.js';
@@ -39,6 +39,8 @@ export interface BrokerOptions {
   adminTokenTtl?: number;
   appTokenTtl?: number;
   defaultTtl?: number;
+  /** Serve HTTPS (AA_TLS_MODE tls) or HTTPS requiring client certificates (mtls); default plain HTTP. */
+  tls?: BrokerTls;
   /** Millisecond clock (tests). */
   now?: () => number;
   logger?: BrokerLogger;
@@ -165,7 +167,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     logger?.warn({ trust_domain: cfg.trustDomain }, 'trust domain is not a valid SPIFFE trust domain; registrations will fail');
   }
 
-  const server = createBrokerServer(ctx, brokerRouter());
+  const server = createBrokerServer(ctx, brokerRouter(), opts.tls);
   const boundPort = await listen(server, host, port);
   // Expired nonces and launch tokens are unusable anyway; dropping them bounds memory.
   const sweeper = setInterval(() => {
@@ -187,5 +189,5 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     return closing;
   };
   const urlHost = host.includes(':') ? `[${host}]` : host;
-  return { url: `http://${urlHost}:${boundPort}`, port: boundPort, kid: key.kid, publicKeyPem: key.publicKeyPem, close };
+  return { url: `${opts.tls ? 'https' : 'http'}://${urlHost}:${boundPort}`, port: boundPort, kid: key.kid, publicKeyPem: key.publicKeyPem, close };
 }

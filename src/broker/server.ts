@@ -4,7 +4,8 @@
  * outside the security headers, a 413 carries X-Request-ID but not the security headers.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { BrokerContext } from './context.js';
 import { type BrokerRequest, clientIp, type Handler } from './http.js';
 import { GO_STATUS_TEXT, Problem, problemReply, type Reply } from './problem.js';
@@ -17,6 +18,23 @@ const SECURITY_HEADERS: Record<string, string> = {
   'Cache-Control': 'no-store',
   'X-Frame-Options': 'DENY',
 };
+/** Added by the broker only when it serves TLS (AA_TLS_MODE tls or mtls). */
+const HSTS = 'max-age=63072000; includeSubDomains';
+
+/**
+ * The broker's AA_TLS_MODE (reference §1.1): `tls` serves HTTPS with the given certificate, `mtls`
+ * also requires a client certificate signed by clientCa. TLS 1.2 or later, AEAD suites only.
+ */
+export interface BrokerTls {
+  mode: 'tls' | 'mtls';
+  /** PEM texts. */
+  cert: string;
+  key: string;
+  clientCa?: string;
+}
+
+/** TLS 1.2 suites with AEAD only (TLS 1.3 has nothing else), as the broker's Go configuration. */
+const AEAD_TLS12 = ['ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305'];
 
 type BodyResult = { kind: 'ok'; body: Buffer } | { kind: 'too_large' } | { kind: 'error' };
 
@@ -88,8 +106,8 @@ async function dispatch(ctx: BrokerContext, router: Router<Handler>, req: Broker
   }
 }
 
-export function createBrokerServer(ctx: BrokerContext, router: Router<Handler>): Server {
-  const server = createServer({ maxHeaderSize: MAX_BODY_BYTES }, (req, res) => {
+export function createBrokerServer(ctx: BrokerContext, router: Router<Handler>, tls?: BrokerTls): Server {
+  const handle: RequestListener = (req, res) => {
     const started = performance.now();
     const given = req.headers['x-request-id'];
     let requestId = typeof given === 'string' && given !== '' ? given : randomBytes(8).toString('hex');
@@ -131,6 +149,7 @@ export function createBrokerServer(ctx: BrokerContext, router: Router<Handler>):
         return;
       }
       for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+      if (tls) res.setHeader('Strict-Transport-Security', HSTS);
       const request: BrokerRequest = {
         method,
         path,
@@ -146,7 +165,21 @@ export function createBrokerServer(ctx: BrokerContext, router: Router<Handler>):
       ctx.logger?.warn({ err: e instanceof Error ? e.message : String(e), request_id: requestId }, 'response failed');
       res.destroy();
     });
-  });
+  };
+  const options = { maxHeaderSize: MAX_BODY_BYTES };
+  const server = tls
+    ? createTlsServer(
+        {
+          ...options,
+          cert: tls.cert,
+          key: tls.key,
+          minVersion: 'TLSv1.2',
+          ciphers: AEAD_TLS12.join(':'),
+          ...(tls.mode === 'mtls' ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        handle,
+      )
+    : createServer(options, handle);
   server.requestTimeout = 15_000;
   server.headersTimeout = 5_000;
   server.keepAliveTimeout = 120_000;

@@ -2,7 +2,9 @@
  * `agentwrit-sidecar broker`: runs the AgentWrit-compatible development broker until SIGINT or
  * SIGTERM.
  */
+import { readFileSync } from 'node:fs';
 import { DEFAULT_LISTEN, type RunningBroker, startBroker } from '../broker/index.js';
+import type { BrokerTls } from '../broker/server.js';
 import { createLogger } from '../telemetry/logger.js';
 import { flagString, noArgsProblem, parseArgs } from './args.js';
 
@@ -11,7 +13,7 @@ const HELP = `Usage: agentwrit-sidecar broker [options]
 A DEVELOPMENT AND TEST BROKER - NOT A PRODUCTION BROKER.
 It speaks the AgentWrit v1 API (same request/response shapes, status codes and quirks as the real
 AgentWrit broker) so the sidecar can be developed, tested, demonstrated and run in CI without
-outside services. It has no TLS, no high availability and keeps state in one local file at most.
+outside services. It has no high availability and keeps state in one local file at most.
 For anything real, run an AgentWrit broker and point the sidecar at it.
 
 Options:
@@ -26,6 +28,12 @@ Options:
   --issuer ISS              "iss" of issued tokens, enforced on verification (AA_ISSUER)
   --audience AUD            "aud" of issued tokens, enforced on Bearer endpoints (AA_AUDIENCE)
   --trust-domain DOMAIN     SPIFFE trust domain of agent ids (default agentwrit.local)
+  --tls-mode MODE           none (default), tls or mtls, as the broker's AA_TLS_MODE: HTTPS, and
+                            with mtls a client certificate is required (AA_TLS_MODE)
+  --tls-cert FILE           server certificate chain, PEM (AA_TLS_CERT)
+  --tls-key FILE            its private key, PEM (AA_TLS_KEY)
+  --tls-client-ca FILE      CA certificates client certificates must chain to, PEM (mtls;
+                            AA_TLS_CLIENT_CA)
   --log-level LEVEL         request log level: info, warn, silent (default info)
   --help, -h                this help
 
@@ -35,7 +43,7 @@ Secrets are hashed with scrypt instead of bcrypt.
 `;
 
 const OPTIONS = {
-  values: ['listen', 'signing-key', 'public-key-out', 'admin-secret', 'state', 'issuer', 'audience', 'trust-domain', 'log-level'],
+  values: ['listen', 'signing-key', 'public-key-out', 'admin-secret', 'state', 'issuer', 'audience', 'trust-domain', 'log-level', 'tls-mode', 'tls-cert', 'tls-key', 'tls-client-ca'],
 };
 
 export interface BrokerCommandIo {
@@ -63,6 +71,31 @@ function waitForSignal(): { promise: Promise<string>; dispose: () => void } {
   };
 }
 
+/**
+ * The TLS settings from flags or the broker's AA_TLS_* variables. As with the broker, a mode other
+ * than tls or mtls serves plain HTTP; unlike it, that is said out loud.
+ */
+function tlsSettings(get: (flag: string, env: string) => string | undefined, warn: (s: string) => void): BrokerTls | undefined {
+  const mode = get('tls-mode', 'AA_TLS_MODE') ?? 'none';
+  if (mode !== 'tls' && mode !== 'mtls') {
+    if (mode !== 'none' && mode !== '') warn(`TLS mode "${mode}" is not none, tls or mtls: serving plain HTTP, as the broker does`);
+    return undefined;
+  }
+  const read = (flag: string, envName: string, what: string): string => {
+    const file = get(flag, envName);
+    if (!file) throw new Error(`TLS mode ${mode} needs ${what}: --${flag} FILE (or ${envName})`);
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new Error(`${what} ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  const cert = read('tls-cert', 'AA_TLS_CERT', 'a server certificate');
+  const key = read('tls-key', 'AA_TLS_KEY', 'its private key');
+  if (mode === 'tls') return { mode, cert, key };
+  return { mode, cert, key, clientCa: read('tls-client-ca', 'AA_TLS_CLIENT_CA', 'the CA of client certificates') };
+}
+
 export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {}): Promise<number> {
   const out = io.stdout ?? process.stdout;
   const err = io.stderr ?? process.stderr;
@@ -82,6 +115,16 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     err.write('agentwrit-sidecar broker: an admin secret is required (--admin-secret, or AA_ADMIN_SECRET / AGENTWRIT_ADMIN_SECRET)\n');
     return 2;
   }
+  let tls: BrokerTls | undefined;
+  try {
+    tls = tlsSettings(
+      (name, envName) => flagString(args, name) ?? env[envName],
+      (warning) => err.write(`agentwrit-sidecar broker: ${warning}\n`),
+    );
+  } catch (e) {
+    err.write(`agentwrit-sidecar broker: ${(e as Error).message}\n`);
+    return 2;
+  }
   const level = flagString(args, 'log-level') ?? 'info';
   const logger = createLogger(level, out);
   const signingKeyFile = flagString(args, 'signing-key');
@@ -99,6 +142,7 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
       issuer: flagString(args, 'issuer'),
       audience: flagString(args, 'audience'),
       trustDomain: flagString(args, 'trust-domain'),
+      tls,
       logger,
     });
   } catch (e) {
@@ -114,6 +158,7 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
       `  kid          ${broker.kid}`,
       ...(publicKeyOut ? [`  public key   ${publicKeyOut}`] : []),
       `  state        ${stateFile ?? 'in memory'}`,
+      `  TLS          ${tls ? (tls.mode === 'mtls' ? 'mtls (client certificates required)' : 'tls') : 'none (plain HTTP)'}`,
       '  Ctrl-C stops the broker.',
       '',
     ].join('\n'),

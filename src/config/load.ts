@@ -96,6 +96,14 @@ function checkBroker(config: SidecarConfig, pos: PositionLookup, problem: Proble
   if ((verify === 'offline' || verify === 'hybrid') && sources.length === 0) {
     problem(verifyAt, `broker.verify ${verify} needs a key source: broker.publicKeyFile, broker.jwksFile or broker.jwksUrl`);
   }
+  if ((b.clientCertFile === undefined) !== (b.clientKeyFile === undefined)) {
+    const given = b.clientCertFile === undefined ? 'clientKeyFile' : 'clientCertFile';
+    problem(pos.key(['broker', given]), 'broker.clientCertFile and broker.clientKeyFile go together: set both for mTLS, or neither');
+  }
+  const tlsKey = (['caFile', 'clientCertFile'] as const).find((k) => b[k] !== undefined);
+  if (tlsKey && b.url && !b.url.startsWith('https:')) {
+    problem(pos.key(['broker', tlsKey]), `broker.${tlsKey} is for an https broker.url; ${b.url} is plain HTTP`);
+  }
 }
 
 function resolvePaths(config: SidecarConfig, baseDir: string): void {
@@ -104,6 +112,9 @@ function resolvePaths(config: SidecarConfig, baseDir: string): void {
   config.policies = config.policies.map(abs);
   config.broker.publicKeyFile = opt(config.broker.publicKeyFile);
   config.broker.jwksFile = opt(config.broker.jwksFile);
+  config.broker.caFile = opt(config.broker.caFile);
+  config.broker.clientCertFile = opt(config.broker.clientCertFile);
+  config.broker.clientKeyFile = opt(config.broker.clientKeyFile);
   if (config.audit.path !== '-') config.audit.path = abs(config.audit.path);
   config.upstream.caFile = opt(config.upstream.caFile);
   config.tls.caDir = opt(config.tls.caDir);

@@ -77,6 +77,12 @@ export const SidecarConfigSchema = z.strictObject({
       cacheSize: z.number().int().positive().default(10_000),
       /** When the key is known, check chain_hash and every delegation record signature. */
       verifyDelegationChain: z.boolean().default(true),
+      /** https broker URL: CA certificates (PEM) trusted besides the system ones (a broker with AA_TLS_MODE tls/mtls). */
+      caFile: z.string().min(1).optional(),
+      /** Client certificate chain (PEM) presented to a broker with AA_TLS_MODE=mtls; needs clientKeyFile. */
+      clientCertFile: z.string().min(1).optional(),
+      /** Private key (PEM) of clientCertFile. */
+      clientKeyFile: z.string().min(1).optional(),
     })
     .prefault({}),
   /** Policy files or directories (every *.yaml / *.yml inside, not recursive). */

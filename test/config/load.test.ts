@@ -64,6 +64,8 @@ t.test('problems carry exact positions', async (t) => {
       ],
     ],
     ['bad broker url', 'broker:\n  url: not a url\n  publicKeyFile: k.pem\n', [[2, 8, /^broker\.url: Invalid URL/]]],
+    ['client certificate without its key', 'broker:\n  url: https://broker.example:8443\n  clientCertFile: c.crt\n', [[3, 3, /^broker\.clientCertFile and broker\.clientKeyFile go together/]]],
+    ['broker TLS files for a plain HTTP broker', 'broker:\n  url: http://broker.example:8080\n  caFile: ca.crt\n', [[3, 3, /^broker\.caFile is for an https broker\.url; http:\/\/broker\.example:8080 is plain HTTP$/]]],
     ['rotating standard output', `${KEYED}audit:\n  path: "-"\n  rotateBytes: 1000000\n`, [[6, 16, /rotateBytes needs a file path: standard output \("-"\) is not rotated$/]]],
     ['negative rotation size', `${KEYED}audit:\n  rotateBytes: -1\n  rotateKeep: 0\n`, [[5, 16, /^audit\.rotateBytes: /], [6, 15, /^audit\.rotateKeep: /]]],
   ];

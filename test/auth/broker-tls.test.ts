@@ -1,0 +1,139 @@
+/**
+ * A broker serving TLS or mTLS (AA_TLS_MODE): the development broker serves both modes, and the
+ * sidecar validates tokens against it with broker.caFile and a client certificate. Without the
+ * client certificate the sidecar refuses (503), never allows.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import t from 'tap';
+import { Agent, ProxyAgent, request } from 'undici';
+import { startBroker } from '../../src/broker/index.js';
+import { adminAuth, issueAgentToken, revoke } from '../../src/broker/client.js';
+import { runBrokerCommand } from '../../src/cli/broker.js';
+import { writePki } from '../helpers/pki.js';
+import { startTestSidecar } from '../helpers/sidecar.js';
+import { startUpstream } from '../helpers/upstream.js';
+
+const dir = t.testdir({});
+const pki = await writePki(dir);
+const pem = (f: string) => readFileSync(f, 'utf8');
+const SECRET = 'broker-tls-admin-secret';
+const upstream = await startUpstream();
+t.teardown(() => upstream.close());
+
+const broker = await startBroker({
+  listen: '127.0.0.1:0',
+  adminSecret: SECRET,
+  publicKeyOut: join(dir, 'broker.pem'),
+  tls: { mode: 'mtls', cert: pem(pki.serverCert), key: pem(pki.serverKey), clientCa: pem(pki.caCert) },
+});
+t.teardown(() => broker.close());
+const withClientCert = new Agent({ connect: { ca: pem(pki.caCert), cert: pem(pki.clientCert), key: pem(pki.clientKey) } });
+t.teardown(() => withClientCert.close());
+
+t.test('the development broker in mtls mode: HTTPS, client certificate required, HSTS', async (t) => {
+  t.match(broker.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const ok = await request(`${broker.url}/v1/health`, { dispatcher: withClientCert });
+  t.equal(ok.statusCode, 200);
+  t.equal(ok.headers['strict-transport-security'], 'max-age=63072000; includeSubDomains');
+  await ok.body.dump();
+  const noCert = new Agent({ connect: { ca: pem(pki.caCert) } });
+  t.teardown(() => noCert.close());
+  await t.rejects(request(`${broker.url}/v1/health`, { dispatcher: noCert }), 'no client certificate: refused in the handshake');
+  const noTrust = new Agent();
+  t.teardown(() => noTrust.close());
+  await t.rejects(request(`${broker.url}/v1/health`, { dispatcher: noTrust }), 'the broker certificate is not publicly trusted');
+});
+
+t.test('the sidecar validates over mTLS: allowed, then refused once revoked', async (t) => {
+  const token = await issueAgentToken(broker.url, SECRET, ['read:billing:customer-12345'], {}, { dispatcher: withClientCert });
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: {
+      url: broker.url,
+      verify: 'hybrid',
+      publicKeyFile: join(dir, 'broker.pem'),
+      revalidateAfter: '200ms',
+      caFile: pki.caCert,
+      clientCertFile: pki.clientCert,
+      clientKeyFile: pki.clientKey,
+    },
+  });
+  t.teardown(() => sc.close());
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${token}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const get = async () => {
+    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.equal(await get(), 200);
+  const admin = await adminAuth(broker.url, SECRET, { dispatcher: withClientCert });
+  const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { jti: string };
+  await revoke(broker.url, admin.accessToken, 'token', payload.jti, { dispatcher: withClientCert });
+  let status = 200;
+  for (let i = 0; i < 40 && status === 200; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    status = await get();
+  }
+  t.equal(status, 401, 'the revocation is seen over mTLS within revalidateAfter');
+});
+
+t.test('without its client certificate the sidecar cannot ask the broker: 503, never allowed', async (t) => {
+  const token = await issueAgentToken(broker.url, SECRET, ['read:billing:customer-12345'], {}, { dispatcher: withClientCert });
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { url: broker.url, verify: 'hybrid', publicKeyFile: join(dir, 'broker.pem'), caFile: pki.caCert },
+  });
+  t.teardown(() => sc.close());
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${token}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+  t.equal(r.statusCode, 503);
+  t.equal(((await r.body.json()) as { error_code: string }).error_code, 'broker_unavailable');
+});
+
+/** Runs `broker` with the given arguments and environment until ready (or exit). */
+async function brokerCli(argv: string[], env: NodeJS.ProcessEnv) {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let text = '';
+  let errText = '';
+  out.on('data', (c) => (text += c));
+  err.on('data', (c) => (errText += c));
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  let url: string | undefined;
+  const code = await runBrokerCommand(['--listen', '127.0.0.1:0', '--log-level', 'silent', ...argv], {
+    stdout: out,
+    stderr: err,
+    env: { AA_ADMIN_SECRET: SECRET, ...env },
+    stop: stopped,
+    onReady: (b) => {
+      url = b.url;
+      stop();
+    },
+  });
+  return { code, url, out: text, err: errText };
+}
+
+t.test('broker command: AA_TLS_* variables and flags, with clear errors', async (t) => {
+  const tls = await brokerCli([], { AA_TLS_MODE: 'tls', AA_TLS_CERT: pki.serverCert, AA_TLS_KEY: pki.serverKey });
+  t.equal(tls.code, 0);
+  t.match(tls.url, /^https:/);
+  t.match(tls.out, /TLS {10}tls/);
+  const mtls = await brokerCli(['--tls-mode', 'mtls', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--tls-client-ca', pki.caCert], {});
+  t.equal(mtls.code, 0);
+  t.match(mtls.out, /mtls \(client certificates required\)/);
+  const missing = await brokerCli(['--tls-mode', 'mtls', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey], {});
+  t.equal(missing.code, 2);
+  t.match(missing.err, /TLS mode mtls needs the CA of client certificates: --tls-client-ca FILE \(or AA_TLS_CLIENT_CA\)/);
+  const unreadable = await brokerCli([], { AA_TLS_MODE: 'tls', AA_TLS_CERT: join(dir, 'nope.crt'), AA_TLS_KEY: pki.serverKey });
+  t.equal(unreadable.code, 2);
+  t.match(unreadable.err, /a server certificate .*nope\.crt cannot be read: ENOENT/);
+  const typo = await brokerCli([], { AA_TLS_MODE: 'mTLS' });
+  t.equal(typo.code, 0);
+  t.match(typo.url, /^http:/, 'an unknown mode serves plain HTTP, as the broker does');
+  t.match(typo.err, /TLS mode "mTLS" is not none, tls or mtls: serving plain HTTP/);
+});
