@@ -5,9 +5,13 @@
  * guess: the caller gets broker_unavailable.
  */
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import { Pool } from 'undici';
 import { SidecarError } from '../errors.js';
+import { fileIdentity, fileIdentitySync } from '../file-identity.js';
+
+/** How often the broker TLS files are looked at for a renewed certificate. */
+export const BROKER_TLS_RECHECK_MS = 1000;
 
 /** TLS towards an https broker: extra trust and, for AA_TLS_MODE=mtls, a client certificate. */
 export interface BrokerTlsFiles {
@@ -24,13 +28,21 @@ function readPem(file: string, what: string): string {
   }
 }
 
-/** undici connect options for the broker; read once at start (a new certificate needs a restart). */
+/**
+ * undici connect options for the broker, read from the files now. Throws when they do not load
+ * together (a PEM that does not parse, a key that is not the certificate's).
+ */
 function brokerTlsOptions(files: BrokerTlsFiles): Record<string, unknown> {
   const o: Record<string, unknown> = { minVersion: 'TLSv1.2' };
   if (files.caFile) o.ca = [...rootCertificates, readPem(files.caFile, 'broker.caFile')];
   if (files.clientCertFile && files.clientKeyFile) {
     o.cert = readPem(files.clientCertFile, 'broker.clientCertFile');
     o.key = readPem(files.clientKeyFile, 'broker.clientKeyFile');
+  }
+  try {
+    createSecureContext(o);
+  } catch (e) {
+    throw new Error(`broker TLS files do not load together: ${(e as Error).message}`);
   }
   return o;
 }
@@ -45,30 +57,81 @@ function unavailable(cause?: unknown): SidecarError {
   return new SidecarError('broker_unavailable', UNAVAILABLE, cause === undefined ? undefined : { cause });
 }
 
+/**
+ * The broker connection pool. With an https broker, the CA and client certificate files are
+ * followed as they are renewed (cert-manager, a Kubernetes Secret update): their identity is looked
+ * at, at most once a second, before a call; new files that load together replace the pool, whose
+ * calls in flight finish on the old one. Files that do not load leave the current pool in service.
+ */
 export class BrokerClient {
-  private readonly pool: Pool;
+  private pool: Pool;
   private readonly path: string;
+  private readonly origin: string;
+  private readonly tlsFiles: string[];
+  private tlsIdentity = '';
+  private tlsCheckedAt = 0;
+  private tlsChecking: Promise<void> | undefined;
 
   constructor(
     brokerUrl: string,
     private readonly timeoutMs: number,
-    tls: BrokerTlsFiles = {},
-    connections = 16,
+    private readonly tls: BrokerTlsFiles = {},
+    private readonly connections = 16,
   ) {
     const url = new URL(brokerUrl);
     this.path = `${url.pathname.replace(/\/+$/, '')}/v1/token/validate`;
-    this.pool = new Pool(url.origin, {
-      connections,
-      connect: { timeout: timeoutMs, ...(url.protocol === 'https:' ? brokerTlsOptions(tls) : {}) },
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
+    this.origin = url.origin;
+    const https = url.protocol === 'https:';
+    this.tlsFiles = https ? [tls.caFile, tls.clientCertFile, tls.clientKeyFile].filter((f): f is string => f !== undefined) : [];
+    // Read first: its errors name the file and the problem.
+    const tlsOptions = https ? brokerTlsOptions(tls) : {};
+    if (this.tlsFiles.length > 0) {
+      this.tlsIdentity = this.tlsFiles.map(fileIdentitySync).join('|');
+      this.tlsCheckedAt = Date.now();
+    }
+    this.pool = this.newPool(tlsOptions);
+  }
+
+  private newPool(tlsOptions: Record<string, unknown>): Pool {
+    return new Pool(this.origin, {
+      connections: this.connections,
+      connect: { timeout: this.timeoutMs, ...tlsOptions },
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
     });
+  }
+
+  /** A pool with the TLS files as they are now (see the class comment). */
+  private async currentPool(): Promise<Pool> {
+    if (this.tlsFiles.length > 0 && Date.now() - this.tlsCheckedAt >= BROKER_TLS_RECHECK_MS) {
+      this.tlsChecking ??= this.followTlsFiles().finally(() => {
+        this.tlsCheckedAt = Date.now();
+        this.tlsChecking = undefined;
+      });
+      await this.tlsChecking;
+    }
+    return this.pool;
+  }
+
+  private async followTlsFiles(): Promise<void> {
+    try {
+      const identity = (await Promise.all(this.tlsFiles.map(fileIdentity))).join('|');
+      if (identity === this.tlsIdentity) return;
+      const next = this.newPool(brokerTlsOptions(this.tls));
+      const old = this.pool;
+      this.pool = next;
+      this.tlsIdentity = identity;
+      old.close().catch(() => {});
+    } catch {
+      // Missing or unloadable files: the pool in service keeps its certificate; looked at again later.
+    }
   }
 
   async validate(token: string): Promise<ValidateAnswer> {
     let text: string;
     try {
-      const res = await this.pool.request({
+      const pool = await this.currentPool();
+      const res = await pool.request({
         method: 'POST',
         path: this.path,
         headers: { 'content-type': 'application/json', accept: 'application/json' },

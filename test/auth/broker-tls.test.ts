@@ -3,16 +3,17 @@
  * sidecar validates tokens against it with broker.caFile and a client certificate. Without the
  * client certificate the sidecar refuses (503), never allows.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Agent, ProxyAgent, request } from 'undici';
+import { BrokerClient } from '../../src/auth/online.js';
 import { startBroker } from '../../src/broker/index.js';
 import { adminAuth, issueAgentToken, revoke } from '../../src/broker/client.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
 import { writePki } from '../helpers/pki.js';
-import { startTestSidecar } from '../helpers/sidecar.js';
+import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
 import { startUpstream } from '../helpers/upstream.js';
 
 const dir = t.testdir({});
@@ -31,6 +32,18 @@ const broker = await startBroker({
 t.teardown(() => broker.close());
 const withClientCert = new Agent({ connect: { ca: pem(pki.caCert), cert: pem(pki.clientCert), key: pem(pki.clientKey) } });
 t.teardown(() => withClientCert.close());
+
+/** Stops the sidecar with the test; returns a call of the billing route with the token, as its status. */
+function billingThrough(t: Test, sc: TestSidecar, token: string): () => Promise<number> {
+  t.teardown(() => sc.close());
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${token}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  return async () => {
+    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+    await r.body.dump();
+    return r.statusCode;
+  };
+}
 
 t.test('the development broker in mtls mode: HTTPS, client certificate required, HSTS', async (t) => {
   t.match(broker.url, /^https:\/\/127\.0\.0\.1:\d+$/);
@@ -60,14 +73,7 @@ t.test('the sidecar validates over mTLS: allowed, then refused once revoked', as
       clientKeyFile: pki.clientKey,
     },
   });
-  t.teardown(() => sc.close());
-  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${token}`, proxyTunnel: false });
-  t.teardown(() => agent.close());
-  const get = async () => {
-    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
-    await r.body.dump();
-    return r.statusCode;
-  };
+  const get = billingThrough(t, sc, token);
   t.equal(await get(), 200);
   const admin = await adminAuth(broker.url, SECRET, { dispatcher: withClientCert });
   const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { jti: string };
@@ -92,6 +98,53 @@ t.test('without its client certificate the sidecar cannot ask the broker: 503, n
   const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
   t.equal(r.statusCode, 503);
   t.equal(((await r.body.json()) as { error_code: string }).error_code, 'broker_unavailable');
+});
+
+t.test('a renewed client certificate is followed without a restart; a pair that does not load is not', async (t) => {
+  const certDir = t.testdir({});
+  const other = await writePki(t.testdir({}), 'not-trusted-by-the-broker');
+  const cert = join(certDir, 'tls.crt');
+  const key = join(certDir, 'tls.key');
+  /** Swaps both files in, each by rename as a Secret update or cert-manager would. */
+  const install = (certPem: string, keyPem: string) => {
+    for (const [file, text] of [[cert, certPem], [key, keyPem]]) {
+      writeFileSync(`${file}.new`, text);
+      renameSync(`${file}.new`, file);
+    }
+  };
+  install(pem(pki.clientCert), pem(pki.clientKey));
+  const token = await issueAgentToken(broker.url, SECRET, ['read:billing:customer-12345'], {}, { dispatcher: withClientCert });
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { url: broker.url, verify: 'hybrid', publicKeyFile: join(dir, 'broker.pem'), revalidateAfter: '100ms', caFile: pki.caCert, clientCertFile: cert, clientKeyFile: key },
+  });
+  const get = billingThrough(t, sc, token);
+  /** Asks every 50 ms for up to 4 s; the statuses seen, ending with `want` if it came. */
+  const until = async (want: number) => {
+    const seen: number[] = [];
+    for (let i = 0; i < 80 && seen.at(-1) !== want; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      seen.push(await get());
+    }
+    return seen;
+  };
+  t.equal(await get(), 200);
+
+  install(pem(pki.clientCert), pem(other.clientKey));
+  await new Promise((r) => setTimeout(r, 1500));
+  t.same([...new Set(await Promise.all([get(), get()]))], [200], 'a key that is not the certificate’s is not taken; the last good pair stays');
+
+  install(pem(other.clientCert), pem(other.clientKey));
+  t.equal((await until(503)).at(-1), 503, 'a certificate the broker does not accept is now presented: refused, never allowed');
+
+  install(pem(pki.clientCert), pem(pki.clientKey));
+  t.equal((await until(200)).at(-1), 200, 'a good certificate again: served again, no restart');
+});
+
+t.test('broker TLS files that do not load together stop the start with a clear error', async (t) => {
+  const other = await writePki(t.testdir({}));
+  t.throws(() => new BrokerClient(broker.url, 1000, { clientCertFile: pki.clientCert, clientKeyFile: other.clientKey }), /broker TLS files do not load together/);
+  t.throws(() => new BrokerClient(broker.url, 1000, { caFile: join(dir, 'missing.crt') }), /broker\.caFile .*missing\.crt cannot be read: ENOENT/);
 });
 
 /** Runs `broker` with the given arguments and environment until ready (or exit). */
