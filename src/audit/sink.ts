@@ -131,6 +131,7 @@ class ChainedSink implements OpenedAuditSink {
   private detached = false;
   /** The next batch opens with a `rotated` record (a new file after rotation). */
   private opensRotated: boolean;
+  private readonly rotation: Rotation | undefined;
   private queue: PreparedRecord[] = [];
   private pending: Pending | null = null;
   private chain: ChainHead;
@@ -160,8 +161,6 @@ class ChainedSink implements OpenedAuditSink {
     this.rotation = file?.rotation;
     this.opensRotated = file?.continuesRotated ?? false;
   }
-
-  private readonly rotation: Rotation | undefined;
 
   append(event: AuditEvent): boolean {
     if (this.closed) {
