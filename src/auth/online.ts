@@ -5,7 +5,7 @@
  * guess: the caller gets broker_unavailable.
  */
 import { readFileSync } from 'node:fs';
-import { createSecureContext, rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { Pool } from 'undici';
 import { SidecarError } from '../errors.js';
 import { fileIdentity, fileIdentitySync } from '../file-identity.js';
@@ -29,22 +29,22 @@ function readPem(file: string, what: string): string {
 }
 
 /**
- * undici connect options for the broker, read from the files now. Throws when they do not load
- * together (a PEM that does not parse, a key that is not the certificate's).
+ * undici connect options for the broker, read from the files now: one TLS context for every
+ * connection (building one parses every CA, ≈17 ms with the system store). Throws when the files do
+ * not load together (a PEM that does not parse, a key that is not the certificate's).
  */
-function brokerTlsOptions(files: BrokerTlsFiles): Record<string, unknown> {
-  const o: Record<string, unknown> = { minVersion: 'TLSv1.2' };
+function brokerTlsOptions(files: BrokerTlsFiles): { secureContext: SecureContext } {
+  const o: SecureContextOptions = { minVersion: 'TLSv1.2' };
   if (files.caFile) o.ca = [...rootCertificates, readPem(files.caFile, 'broker.caFile')];
   if (files.clientCertFile && files.clientKeyFile) {
     o.cert = readPem(files.clientCertFile, 'broker.clientCertFile');
     o.key = readPem(files.clientKeyFile, 'broker.clientKeyFile');
   }
   try {
-    createSecureContext(o);
+    return { secureContext: createSecureContext(o) };
   } catch (e) {
     throw new Error(`broker TLS files do not load together: ${(e as Error).message}`);
   }
-  return o;
 }
 
 export type ValidateAnswer = { valid: true; claims: Record<string, unknown> } | { valid: false };
@@ -92,7 +92,7 @@ export class BrokerClient {
     this.pool = this.newPool(tlsOptions);
   }
 
-  private newPool(tlsOptions: Record<string, unknown>): Pool {
+  private newPool(tlsOptions: { secureContext?: SecureContext }): Pool {
     return new Pool(this.origin, {
       connections: this.connections,
       connect: { timeout: this.timeoutMs, ...tlsOptions },
