@@ -81,6 +81,28 @@ if ('error' in found) {
     t.not(checksum(['config.log.level=debug']), base, 'config change rolls the pods');
     t.equal(checksum(['policies.files.extra\\.yaml.version=v1']), base, 'policy change does not');
   });
+
+  t.test('broker.tls.secretName: the client certificate, key and CA come from that TLS Secret, mounted to follow renewals', async (t) => {
+    const set = ['broker.url=https://agentwrit-broker.agentwrit.svc:8443', 'broker.tls.secretName=broker-client-tls'];
+    const r = helm.template({ set });
+    t.equal(r.status, 0, 'helm template succeeds', { stderr: r.stderr });
+    const objs = parseManifests(r.stdout);
+    t.same(await validateWithModels(objs), [], 'every object validates against its Kubernetes schema');
+    const spec = podTemplateOf(objs.find((o) => o.kind === 'Deployment')!).spec;
+    const sidecar = sidecarOf(spec)!.container;
+    const data = objs.map((o) => (o as { data?: Record<string, string> }).data).find((d) => d?.['config.yaml'] !== undefined);
+    const broker = SidecarConfigSchema.parse(parseYaml(data?.['config.yaml'] ?? '')).broker;
+    for (const file of [broker.clientCertFile, broker.clientKeyFile, broker.caFile]) {
+      const on = volumeForPath(spec, sidecar, file!);
+      t.equal(on?.volume.secret?.secretName, 'broker-client-tls', `${file} is in the TLS Secret`);
+      t.equal(on?.mount.subPath, undefined, 'mounted without subPath, so renewals reach the sidecar');
+      t.equal(on?.mount.readOnly, true);
+    }
+    t.equal(helm.template({ set: [...set, 'broker.tls.caKey='] }).stdout.includes('caFile'), false, 'caKey "" trusts the system CAs only');
+    const plain = helm.template({ set: ['broker.url=http://agentwrit-broker:8080', 'broker.tls.secretName=broker-client-tls'] });
+    t.not(plain.status, 0);
+    t.match(plain.stderr, /broker\.tls\.secretName needs an https:\/\/ broker\.url/);
+  });
 }
 
 interface UserValues {

@@ -5,6 +5,7 @@ below (not from values), so the file always agrees with the volumes the pod moun
   /etc/agentwrit-sidecar/config.yaml        this file (ConfigMap, subPath; changes roll the pods)
   /etc/agentwrit-sidecar/policies/          policy files (ConfigMap; hot-reloaded)
   /etc/agentwrit-sidecar/broker/<key>       broker public key (Secret or ConfigMap)
+  /etc/agentwrit-sidecar/broker-tls/        client certificate and CA for an https broker (TLS Secret)
   /etc/agentwrit-sidecar/ca/ca.crt, ca.key  interception CA (existing Secret)
   /var/run/agentwrit/ca/                    CA certificate + bundle written by the sidecar (emptyDir, read-only in the agent)
   /var/run/agentwrit/secrets/<mountAs>/     connector Secrets
@@ -16,6 +17,7 @@ below (not from values), so the file always agrees with the volumes the pod moun
 config: /etc/agentwrit-sidecar/config.yaml
 policies: /etc/agentwrit-sidecar/policies
 brokerKeyDir: /etc/agentwrit-sidecar/broker
+brokerTlsDir: /etc/agentwrit-sidecar/broker-tls
 caDir: /etc/agentwrit-sidecar/ca
 caOutDir: /var/run/agentwrit/ca
 caCert: /var/run/agentwrit/ca/ca.crt
@@ -35,6 +37,18 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 {{- end }}
 {{- if or (get $key "secretName") (get $key "configMapName") }}
 {{- $_ := set $b "publicKeyFile" (printf "%s/%s" $paths.brokerKeyDir (get $key "key" | default "broker-public.pem")) }}
+{{- end }}
+{{- $tls := get $b "tls" | default dict }}
+{{- $_ := unset $b "tls" }}
+{{- if get $tls "secretName" }}
+{{- if not (hasPrefix "https://" (get $b "url" | default "")) }}
+{{- fail "broker.tls.secretName needs an https:// broker.url" }}
+{{- end }}
+{{- $_ := set $b "clientCertFile" (printf "%s/tls.crt" $paths.brokerTlsDir) }}
+{{- $_ := set $b "clientKeyFile" (printf "%s/tls.key" $paths.brokerTlsDir) }}
+{{- if get $tls "caKey" }}
+{{- $_ := set $b "caFile" (printf "%s/%s" $paths.brokerTlsDir (get $tls "caKey")) }}
+{{- end }}
 {{- end }}
 {{- $hasKey := or (get $b "publicKeyFile") (get $b "jwksUrl") }}
 {{- $verify := get $b "verify" | default "" }}

@@ -90,6 +90,11 @@
       mountPath: {{ $paths.brokerKeyDir }}
       readOnly: true
     {{- end }}
+    {{- if dig "tls" "secretName" "" $v.broker }}
+    - name: agentwrit-broker-tls
+      mountPath: {{ $paths.brokerTlsDir }}
+      readOnly: true
+    {{- end }}
     {{- if $v.ca.existingSecret.name }}
     - name: agentwrit-ca
       mountPath: {{ $paths.caDir }}
@@ -137,6 +142,11 @@
       - key: {{ .key }}
         path: {{ .key }}
 {{- end }}
+{{- end }}
+{{- with dig "tls" "secretName" "" $v.broker }}
+- name: agentwrit-broker-tls
+  secret:
+    secretName: {{ . }}
 {{- end }}
 {{- with $v.ca.existingSecret }}
 {{- if .name }}

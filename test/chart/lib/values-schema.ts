@@ -131,6 +131,7 @@ function brokerSchema(): Json {
   delete p.publicKeyFile;
   delete p.jwksFile;
   p.publicKey = obj({ secretName: str(), configMapName: str(), key: configMapKey });
+  p.tls = obj({ secretName: str(), caKey: str({ pattern: '^(|[-._a-zA-Z0-9]+)$' }) });
   return broker;
 }
 
