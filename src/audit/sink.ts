@@ -22,8 +22,8 @@
  * the file is synced and closed, PATH.1 … become PATH.2 … (the one past rotateKeep is deleted),
  * PATH becomes PATH.1 and a new PATH is opened. Its first record is a `rotated` record that
  * continues the chain (seq and prev_hash go on), so the files, oldest first, verify as one chain,
- * and the newest alone verifies from that record. A restart that finds PATH empty while PATH.1
- * exists continues from PATH.1 the same way.
+ * and the newest alone verifies from that record. A restart that finds PATH empty (or holding only a
+ * torn first line) while PATH.1 exists continues from PATH.1 the same way.
  */
 import { createHash } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
@@ -251,7 +251,7 @@ class ChainedSink implements OpenedAuditSink {
     const lines: string[] = [];
     let { seq, hash } = this.chain;
     if (this.opensRotated && this.rotation) {
-      const note = chainRecord({ type: ROTATED_TYPE, time: new Date().toISOString(), previous_file: this.rotation.previousName }, ++seq, hash);
+      const note = rotatedNote(this.rotation.previousName, ++seq, hash);
       hash = note.hash;
       lines.push(note.line);
       this.opensRotated = false;
@@ -367,6 +367,11 @@ class ChainedSink implements OpenedAuditSink {
   }
 }
 
+/** The record that opens a file started after a rotation: the chain goes on from the file before. */
+function rotatedNote(previousName: string, seq: number, prevHash: string) {
+  return chainRecord({ type: ROTATED_TYPE, time: new Date().toISOString(), previous_file: previousName }, seq, prevHash);
+}
+
 const ignoreMissing = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'ENOENT') throw e;
 };
@@ -423,9 +428,21 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
     const tail = await readTail(fh, opts.path);
     const out = fileOutput(fh);
     let head = tail.head;
+    // No complete record yet after a rotation (or a restart just after one): the chain goes on from PATH.1.
+    const previous = rotation && head.seq === 0 ? await headOf(`${opts.path}.1`) : undefined;
+    let continuesRotated = previous !== undefined && previous.seq > 0;
+    if (continuesRotated) head = previous as ChainHead;
     let recovered: { truncatedBytes: number } | undefined;
     if (tail.torn) {
       await fh.truncate(tail.torn.offset);
+      const lines: string[] = [];
+      if (continuesRotated && rotation) {
+        // The torn line was the new file's first write: its rotated record still comes first.
+        const opening = rotatedNote(rotation.previousName, head.seq + 1, head.hash);
+        lines.push(opening.line);
+        head = { seq: head.seq + 1, hash: opening.hash };
+        continuesRotated = false;
+      }
       const note = chainRecord(
         {
           type: 'recovery',
@@ -437,21 +454,13 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
         head.seq + 1,
         head.hash,
       );
-      const buf = Buffer.from(note.line, 'utf8');
+      lines.push(note.line);
+      const buf = Buffer.from(lines.join(''), 'utf8');
       let off = 0;
       while (off < buf.length) off += await out.write(buf, off);
       await out.sync();
       head = { seq: head.seq + 1, hash: note.hash };
       recovered = { truncatedBytes: tail.torn.bytes.length };
-    }
-    let continuesRotated = false;
-    if (rotation && head.seq === 0) {
-      // A new file after a rotation (or a restart just after one): the chain goes on from PATH.1.
-      const previous = await headOf(`${opts.path}.1`);
-      if (previous && previous.seq > 0) {
-        head = previous;
-        continuesRotated = true;
-      }
     }
     const bytes = (await fh.stat()).size;
     return new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated });

@@ -82,4 +82,18 @@ t.test('a restart continues the chain, also from PATH.1 when PATH is empty', asy
   t.match(current[0], { type: 'rotated', seq: second.seq + 1, prev_hash: second.hash });
   t.equal(third.seq, second.seq + 6);
   t.equal((await verify([`${path}.1`, path])).code, 0);
+
+  // As if the process died in the middle of the first write to a new file.
+  await rename(path, `${path}.1`);
+  await writeFile(path, '{"type":"rotated","previous_fi');
+  const fourth = await write(opts, 45, 3);
+  const recovered = await lines(path);
+  t.match(recovered.slice(0, 2), [
+    { type: 'rotated', seq: third.seq + 1, prev_hash: third.hash },
+    { type: 'recovery', truncated_bytes: 30 },
+  ], 'the rotated record still opens the file, then the recovery note');
+  t.equal(fourth.seq, third.seq + 5);
+  const both = await verify([`${path}.1`, path]);
+  t.equal(both.code, 0, both.out);
+  t.equal((await verify([path])).code, 0, 'and the file verifies alone');
 });
