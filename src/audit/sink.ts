@@ -376,29 +376,32 @@ const ignoreMissing = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'ENOENT') throw e;
 };
 
-/** PATH.i → PATH.i+1 from the oldest down (the one past `keep` deleted), then PATH → PATH.1. */
-async function shiftRotated(path: string, keep: number): Promise<void> {
-  await unlink(`${path}.${keep}`).catch(ignoreMissing);
-  for (let i = keep - 1; i >= 1; i--) await rename(`${path}.${i}`, `${path}.${i + 1}`).catch(ignoreMissing);
-  await rename(path, `${path}.1`);
-}
-
 function rotationFor(opts: AuditSinkOptions): Rotation | undefined {
   const maxBytes = opts.rotateBytes ?? 0;
   if (maxBytes <= 0) return undefined;
   const keep = opts.rotateKeep ?? 5;
-  // A retry after a failed open must not shift the files a second time.
-  let shifted = false;
+  const path = opts.path;
+  /**
+   * Where the shift stands, so that a retry after a failure goes on from the step that failed and
+   * never deletes or moves a file twice: `keep` = delete PATH.keep; i in 1..keep-1 = move PATH.i to
+   * PATH.i+1; 0 = move PATH to PATH.1; -1 = shifted, the new file still to open.
+   */
+  let step = keep;
   return {
     maxBytes,
-    previousName: `${basename(opts.path)}.1`,
+    previousName: `${basename(path)}.1`,
     next: async () => {
-      if (!shifted) {
-        await shiftRotated(opts.path, keep);
-        shifted = true;
+      if (step === keep) {
+        await unlink(`${path}.${keep}`).catch(ignoreMissing);
+        step--;
       }
-      const out = fileOutput(await open(opts.path, 'a+', 0o640));
-      shifted = false;
+      for (; step >= 1; step--) await rename(`${path}.${step}`, `${path}.${step + 1}`).catch(ignoreMissing);
+      if (step === 0) {
+        await rename(path, `${path}.1`);
+        step = -1;
+      }
+      const out = fileOutput(await open(path, 'a+', 0o640));
+      step = keep;
       return out;
     },
   };

@@ -4,6 +4,7 @@
  * the chain, also when it finds the current file empty after a rotation.
  */
 import { existsSync } from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
@@ -96,4 +97,44 @@ t.test('a restart continues the chain, also from PATH.1 when PATH is empty', asy
   const both = await verify([`${path}.1`, path]);
   t.equal(both.code, 0, both.out);
   t.equal((await verify([path])).code, 0, 'and the file verifies alone');
+});
+
+t.test('a rename that fails half-way through the shift: the retry goes on from there, nothing lost twice', async (t) => {
+  const dir = t.testdir({});
+  const path = join(dir, 'audit.jsonl');
+  let failNext = false;
+  let failed = 0;
+  const { openAuditSink: faulty } = await t.mockImport<typeof import('../../src/audit/sink.js')>('../../src/audit/sink.js', {
+    'node:fs/promises': {
+      ...fsp,
+      rename: async (from: string, to: string) => {
+        // Fault injection: moving PATH.1 to PATH.2 fails once, after PATH.2 has moved to PATH.3.
+        if (failNext && from.endsWith('.jsonl.1')) {
+          failNext = false;
+          failed++;
+          throw Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+        }
+        return fsp.rename(from, to);
+      },
+    },
+  });
+  const opts: AuditSinkOptions = { path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 1000, rotateBytes: 1500, rotateKeep: 3 };
+  const sink = await faulty(opts);
+  let n = 0;
+  const batch = async () => {
+    for (let j = 0; j < 10; j++) sink.append(event(n++));
+    await sink.flush().catch(() => {});
+  };
+  while (!existsSync(`${path}.3`)) await batch(); // PATH, PATH.1, PATH.2 and PATH.3 all hold records now
+  const before = await Promise.all([path, `${path}.1`, `${path}.2`].map(lines));
+  failNext = true;
+  for (let i = 0; i < 20 && failed === 0; i++) await batch();
+  t.equal(failed, 1, 'the injected failure happened');
+  await sink.close(); // writes what is queued: the retried rotation, then the batch
+  const after = await Promise.all([`${path}.3`, `${path}.2`, `${path}.1`].map(lines));
+  t.same(after.map((f) => f[0].seq), before.reverse().map((f) => f[0].seq), 'each file moved exactly one place: none deleted or moved twice');
+  const all = await verify([`${path}.3`, `${path}.2`, `${path}.1`, path]);
+  t.equal(all.code, 0, all.out);
+  const requests = [...after.flat(), ...(await lines(path))].filter((r) => r.type === 'request').map((r) => r.request_id);
+  t.equal(requests.at(-1), `r-${n - 1}`, 'the newest record is kept');
 });
