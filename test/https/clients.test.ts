@@ -119,6 +119,56 @@ t.test("Node's built-in fetch with undici's EnvHttpProxyAgent as global dispatch
   check(t, 'fetch', JSON.parse(stdout));
 });
 
+/** Node's own clients, no undici import: built-in fetch, and node:http / node:https get. */
+const builtinScript = `
+const [mode, ...urls] = process.argv.slice(1);
+const viaGet = (url) =>
+  new Promise((resolve, reject) => {
+    const lib = url.startsWith('https:') ? require('node:https') : require('node:http');
+    lib.get(url, (r) => {
+      let b = '';
+      r.on('data', (c) => (b += c));
+      r.on('end', () => resolve([r.statusCode, b]));
+    }).on('error', reject);
+  });
+(async () => {
+  const out = [];
+  for (const url of urls) {
+    try {
+      if (mode === 'fetch') {
+        const r = await fetch(url);
+        out.push([r.status, await r.text()]);
+      } else out.push(await viaGet(url));
+    } catch (e) {
+      out.push([0, String(e.cause?.code ?? e.code ?? e.message)]);
+    }
+  }
+  console.log(JSON.stringify(out));
+})();
+`;
+
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+
+for (const mode of ['fetch', 'get'] as const) {
+  const what = mode === 'fetch' ? "Node's built-in fetch" : 'node:http and node:https get';
+  t.test(`${what} with NODE_USE_ENV_PROXY=1 (HTTPS_PROXY/HTTP_PROXY, NODE_EXTRA_CA_CERTS = the CA): Node ${NODE_MAJOR}`, async (t) => {
+    const env = cleanEnv({ NODE_USE_ENV_PROXY: '1', HTTPS_PROXY: proxy, HTTP_PROXY: proxy, NODE_EXTRA_CA_CERTS: fx.caCertFile });
+    const client = `builtin-${mode}`;
+    const { stdout } = await run(process.execPath, ['-e', builtinScript, mode, ...urls(client)], { env });
+    const results = JSON.parse(stdout) as Result[];
+    // Node 24 and later read the variables; Node 20 does not; Node 22 gained them in a later minor
+    // release, so there either outcome is accepted, each checked in full.
+    const proxied = NODE_MAJOR >= 24 || (NODE_MAJOR > 20 && results.some((r) => r[0] !== 0));
+    if (proxied) {
+      check(t, client, results);
+    } else {
+      // Every call went direct, to a name that is not there.
+      t.same(results.map((r) => r[0]), [0, 0, 0, 0], 'no call went through the sidecar');
+      t.same(fx.up.received.filter((r) => r.url.includes(`client=${client}`)), [], 'nothing reached the upstream');
+    }
+  });
+}
+
 const goProgram = `package main
 
 import (
