@@ -14,7 +14,10 @@ import t, { type Test } from 'tap';
 import { SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
 
 const run = promisify(execFile);
-const fx = await startHttpsFixture();
+const fx = await startHttpsFixture({
+  // An AWS JSON API as an SDK calls it (POST /), at an endpoint the sidecar intercepts.
+  extraRoutes: (up) => [{ id: 'aws-json', host: 'api.example.com', methods: ['POST'], path: '/', scopes: ['read:billing:customer-12345'], connector: 'billing-api', caFile: up.caFile }],
+});
 t.teardown(() => fx.close());
 const token = await fx.token(['read:billing:customer-12345']);
 const proxy = `http://agent:${token}@127.0.0.1:${fx.sc.proxyPort}`;
@@ -168,6 +171,37 @@ for (const mode of ['fetch', 'get'] as const) {
     }
   });
 }
+
+const botocoreScript = `
+import json, sys
+import botocore.session
+from botocore.exceptions import ClientError
+session = botocore.session.get_session()
+out = []
+for url in sys.argv[1:]:
+    client = session.create_client('dynamodb', region_name='us-east-1', endpoint_url=url,
+                                   aws_access_key_id='AKIDEXAMPLE', aws_secret_access_key='agent-side-dummy')
+    try:
+        r = client.list_tables()
+        out.append([r['ResponseMetadata']['HTTPStatusCode'], ''])
+    except ClientError as e:
+        out.append([e.response['ResponseMetadata']['HTTPStatusCode'], json.dumps(e.response.get('Error', {}))])
+print(json.dumps(out))
+`;
+
+t.test('AWS SDK for Python (botocore: HTTPS_PROXY, AWS_CA_BUNDLE = the bundle)', async (t) => {
+  const env = cleanEnv({ HTTPS_PROXY: proxy, AWS_CA_BUNDLE: fx.bundleFile, AWS_EC2_METADATA_DISABLED: 'true' });
+  const before = fx.up.received.length;
+  const { stdout } = await run(PYTHON, ['-c', botocoreScript, 'https://api.example.com', 'https://api.example.com/not-routed/'], { env });
+  const results = JSON.parse(stdout) as Result[];
+  t.same(results.map((r) => r[0]), [200, 403], 'allowed through the intercepted tunnel; a path no route allows is refused');
+  const seen = fx.up.received.slice(before);
+  t.equal(seen.length, 1, 'only the allowed call reached the upstream');
+  t.match(seen[0], { scheme: 'https', method: 'POST', url: '/' });
+  t.equal(seen[0].headers['x-amz-target'], 'DynamoDB_20120810.ListTables', 'the SDK request arrives as sent');
+  t.equal(seen[0].headers.authorization, `Bearer ${SECRET}`, 'the SDK signature is replaced by the injected credential');
+  t.notOk(JSON.stringify(seen[0]).includes(token), 'agent token never reaches the upstream');
+});
 
 const goProgram = `package main
 
