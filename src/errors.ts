@@ -65,6 +65,13 @@ export class ConfigError extends Error {
   }
 }
 
+/** What went wrong, short: the errno code when there is one (ENOENT, EACCES, ...), else the message. */
+export function errorReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code) return code;
+  return e instanceof Error ? e.message : String(e);
+}
+
 export function formatProblem(p: ConfigProblem): string {
   return `${p.file}:${p.line}:${p.col} ${p.message}`;
 }

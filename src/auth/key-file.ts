@@ -15,6 +15,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import type { JWSHeaderParameters } from 'jose';
+import { errorReason } from '../errors.js';
 import { fileIdentity } from '../file-identity.js';
 
 /** How often the key file's identity is checked. */
@@ -30,12 +31,6 @@ export interface FileKeys {
 export interface KeyFileEvents {
   changed(file: string, kids: readonly string[]): void;
   failed(file: string, reason: string): void;
-}
-
-function reasonOf(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  if (code) return code;
-  return e instanceof Error ? e.message : String(e);
 }
 
 export class KeyFile {
@@ -94,7 +89,7 @@ export class KeyFile {
       this.lastFailure = undefined;
       if (!same) this.events?.changed(this.file, next.kids);
     } catch (e) {
-      const reason = reasonOf(e);
+      const reason = errorReason(e);
       const failure = `${identity}|${reason}`;
       if (failure === this.lastFailure) return;
       this.lastFailure = failure;

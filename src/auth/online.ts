@@ -4,11 +4,10 @@
  * Anything else (status, network, timeout, malformed body) means we do not know, and we never
  * guess: the caller gets broker_unavailable.
  */
-import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { Pool } from 'undici';
 import { SidecarError } from '../errors.js';
-import { fileIdentity, fileIdentitySync } from '../file-identity.js';
+import { fileIdentity, fileIdentitySync, readNamedFile } from '../file-identity.js';
 
 /** How often the broker TLS files are looked at for a renewed certificate. */
 export const BROKER_TLS_RECHECK_MS = 1000;
@@ -20,14 +19,6 @@ export interface BrokerTlsFiles {
   clientKeyFile?: string;
 }
 
-function readPem(file: string, what: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`${what} ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-}
-
 /**
  * undici connect options for the broker, read from the files now: one TLS context for every
  * connection (building one parses every CA, ≈17 ms with the system store). Throws when the files do
@@ -35,10 +26,10 @@ function readPem(file: string, what: string): string {
  */
 function brokerTlsOptions(files: BrokerTlsFiles): { secureContext: SecureContext } {
   const o: SecureContextOptions = { minVersion: 'TLSv1.2' };
-  if (files.caFile) o.ca = [...rootCertificates, readPem(files.caFile, 'broker.caFile')];
+  if (files.caFile) o.ca = [...rootCertificates, readNamedFile(files.caFile, 'broker.caFile')];
   if (files.clientCertFile && files.clientKeyFile) {
-    o.cert = readPem(files.clientCertFile, 'broker.clientCertFile');
-    o.key = readPem(files.clientKeyFile, 'broker.clientKeyFile');
+    o.cert = readNamedFile(files.clientCertFile, 'broker.clientCertFile');
+    o.key = readNamedFile(files.clientKeyFile, 'broker.clientKeyFile');
   }
   try {
     return { secureContext: createSecureContext(o) };

@@ -2,9 +2,9 @@
  * `agentwrit-sidecar broker`: runs the AgentWrit-compatible development broker until SIGINT or
  * SIGTERM.
  */
-import { readFileSync } from 'node:fs';
 import { DEFAULT_LISTEN, type RunningBroker, startBroker } from '../broker/index.js';
 import type { BrokerTls } from '../broker/server.js';
+import { readNamedFile } from '../file-identity.js';
 import { createLogger } from '../telemetry/logger.js';
 import { flagString, noArgsProblem, parseArgs } from './args.js';
 
@@ -84,11 +84,7 @@ function tlsSettings(get: (flag: string, env: string) => string | undefined, war
   const read = (flag: string, envName: string, what: string): string => {
     const file = get(flag, envName);
     if (!file) throw new Error(`TLS mode ${mode} needs ${what}: --${flag} FILE (or ${envName})`);
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new Error(`${what} ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
+    return readNamedFile(file, what);
   };
   const cert = read('tls-cert', 'AA_TLS_CERT', 'a server certificate');
   const key = read('tls-key', 'AA_TLS_KEY', 'its private key');

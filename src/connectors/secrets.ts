@@ -13,7 +13,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { SecretSourceInput } from '../config/schema.js';
-import { SidecarError } from '../errors.js';
+import { errorReason, SidecarError } from '../errors.js';
 import { fileIdentity } from '../file-identity.js';
 
 export interface SecretReader {
@@ -119,8 +119,7 @@ class FileSecret implements SecretReader {
       // A secret that disappeared is not served from memory any longer.
       this.state = undefined;
       const code = (e as NodeJS.ErrnoException).code;
-      const why = code ?? (e as Error).message;
-      throw secretUnavailable(`secret file ${this.path} cannot be read (${why})`, code ? undefined : e);
+      throw secretUnavailable(`secret file ${this.path} cannot be read (${errorReason(e)})`, code ? undefined : e);
     }
   }
 }

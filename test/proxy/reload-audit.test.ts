@@ -25,6 +25,20 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promi
   return false;
 }
 
+/** A sidecar verifying offline with `key`, in a new directory that holds the key file and the audit log. */
+async function offlineSidecar(prefix: string, audit: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const keyFile = join(dir, 'broker-public.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: keyFile },
+    dir,
+    config: { audit: { path: join(dir, 'audit.jsonl'), flushInterval: '5ms', ...audit } },
+  });
+  return { dir, keyFile, sc };
+}
+
 t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keeps the last good one', async (t) => {
   const base = mkdtempSync(join(tmpdir(), 'aws-reload-'));
   // The layout a ConfigMap volume has: files are symlinks into ..data, which points at a timestamped dir.
@@ -73,10 +87,7 @@ t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keep
 });
 
 t.test('a replaced broker key file: new tokens served, old ones refused, counted and logged', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-keyswap-'));
-  const keyFile = join(dir, 'broker-public.pem');
-  writeFileSync(keyFile, key.publicPem);
-  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  const { keyFile, sc } = await offlineSidecar('aws-keyswap-');
   t.teardown(() => sc.close());
   const nextKey = await makeKey();
   const scope = ['read:billing:customer-12345'];
@@ -104,10 +115,7 @@ t.test('a replaced broker key file: new tokens served, old ones refused, counted
 });
 
 t.test('audit: one record per decision, config_applied first, chain verifies, tampering detected', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-audit-'));
-  const keyFile = join(dir, 'key.pem');
-  writeFileSync(keyFile, key.publicPem);
-  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  const { dir, sc } = await offlineSidecar('aws-audit-');
   const tok = await signToken(key, { scope: ['read:billing:customer-12345'], task_id: 'task-audit' });
   const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
   t.equal((await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode, 200);
@@ -135,15 +143,7 @@ t.test('audit: one record per decision, config_applied first, chain verifies, ta
 });
 
 t.test('audit rotation in a running sidecar: every decision kept, the files verify as one chain', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-auditrot-'));
-  const keyFile = join(dir, 'key.pem');
-  writeFileSync(keyFile, key.publicPem);
-  const sc = await startTestSidecar({
-    upstreamPort: upstream.port,
-    broker: { verify: 'offline', publicKeyFile: keyFile },
-    dir,
-    config: { audit: { path: join(dir, 'audit.jsonl'), flushInterval: '5ms', rotateBytes: 4000, rotateKeep: 20 } },
-  });
+  const { dir, sc } = await offlineSidecar('aws-auditrot-', { rotateBytes: 4000, rotateKeep: 20 });
   const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
   const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
   const ids: string[] = [];
@@ -169,10 +169,7 @@ t.test('audit rotation in a running sidecar: every decision kept, the files veri
 });
 
 t.test('audit fail-closed: an unwritable audit log refuses requests with 503', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-auditfail-'));
-  const keyFile = join(dir, 'key.pem');
-  writeFileSync(keyFile, key.publicPem);
-  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir });
+  const { sc } = await offlineSidecar('aws-auditfail-');
   t.teardown(() => sc.close());
   const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
   const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
