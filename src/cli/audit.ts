@@ -1,4 +1,4 @@
-/** `agentwrit-sidecar audit verify FILE|-`: check an audit log's hash chain. */
+/** `agentwrit-sidecar audit verify FILE...|-`: check the hash chain of an audit log (rotated files oldest first). */
 import { createReadStream } from 'node:fs';
 import { type VerifyReport, verifyAuditStreams } from '../audit/verify.js';
 import { parseArgs } from './args.js';

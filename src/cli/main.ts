@@ -13,7 +13,7 @@ Commands:
   policy check PATH...          validate configuration and policy files
   policy explain --config FILE [--token JWT] METHOD URL
                                 show which route matches a request and what it requires
-  audit verify FILE|-           check the hash chain of an audit log
+  audit verify FILE...|-        check the hash chain of an audit log (rotated files oldest first)
   broker [options]              AgentWrit-compatible broker for development and tests (not for production)
   ca init --out DIR             create a CA for HTTPS interception
   token --broker URL --scope S  register an agent with a broker and print its token
