@@ -10,6 +10,8 @@ import { generateSigningKey, loadOrCreateSigningKey, type SigningKey, writePubli
 import { createBrokerMetrics } from './metrics.js';
 import { RateLimiter } from './ratelimit.js';
 import { Revocations } from './revocation.js';
+import { ADMIN_SCOPES } from './handlers/auth.js';
+import { issueLaunchToken } from './handlers/launch.js';
 import { brokerRouter } from './routes.js';
 import { hashSecret } from './secrets.js';
 import { type BrokerTls, createBrokerServer } from './server.js';
@@ -41,6 +43,12 @@ export interface BrokerOptions {
   defaultTtl?: number;
   /** Serve HTTPS (AA_TLS_MODE tls) or HTTPS requiring client certificates (mtls); default plain HTTP. */
   tls?: BrokerTls;
+  /**
+   * AA_SEED_TOKENS: at startup, make a launch token (agent name "seed-agent", scope `*:*:*`,
+   * valid and max_ttl 3600 s, single use) and an admin token (the admin scopes, 3600 s, never an
+   * `aud`, so with an audience configured it is refused by Bearer endpoints, as in the broker).
+   */
+  seedTokens?: boolean;
   /** Millisecond clock (tests). */
   now?: () => number;
   logger?: BrokerLogger;
@@ -51,7 +59,29 @@ export interface RunningBroker {
   port: number;
   kid: string;
   publicKeyPem: string;
+  /** Present when started with `seedTokens`. */
+  seed?: SeedTokens;
   close(): Promise<void>;
+}
+
+export interface SeedTokens {
+  launchToken: string;
+  adminToken: string;
+}
+
+const SEED_TTL = 3600;
+
+function seedTokens(ctx: BrokerContext): SeedTokens {
+  const launch = issueLaunchToken(ctx, {
+    agentName: 'seed-agent',
+    allowedScope: ['*:*:*'],
+    maxTtl: SEED_TTL,
+    ttl: SEED_TTL,
+    appId: '',
+    createdBy: 'seed',
+  });
+  const admin = ctx.tokens.issue({ sub: 'admin', scope: [...ADMIN_SCOPES], ttl: SEED_TTL, aud: [] });
+  return { launchToken: launch.launch_token, adminToken: admin.token };
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -163,6 +193,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     logger,
   };
   if (snapshot) restore(ctx, snapshot);
+  const seed = opts.seedTokens ? seedTokens(ctx) : undefined;
   if (!validTrustDomain(cfg.trustDomain)) {
     logger?.warn({ trust_domain: cfg.trustDomain }, 'trust domain is not a valid SPIFFE trust domain; registrations will fail');
   }
@@ -189,5 +220,5 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     return closing;
   };
   const urlHost = host.includes(':') ? `[${host}]` : host;
-  return { url: `${opts.tls ? 'https' : 'http'}://${urlHost}:${boundPort}`, port: boundPort, kid: key.kid, publicKeyPem: key.publicKeyPem, close };
+  return { url: `${opts.tls ? 'https' : 'http'}://${urlHost}:${boundPort}`, port: boundPort, kid: key.kid, publicKeyPem: key.publicKeyPem, seed, close };
 }

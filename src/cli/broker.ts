@@ -34,6 +34,9 @@ Options:
   --tls-key FILE            its private key, PEM (AA_TLS_KEY)
   --tls-client-ca FILE      CA certificates client certificates must chain to, PEM (mtls;
                             AA_TLS_CLIENT_CA)
+  --seed-tokens             at startup print SEED_LAUNCH_TOKEN=<hex> (agent "seed-agent", scope
+                            *:*:*, valid 1 h, single use) and SEED_ADMIN_TOKEN=<jwt> (admin scopes,
+                            1 h, no aud) on stdout, for scripts and tests (AA_SEED_TOKENS=true)
   --log-level LEVEL         request log level: info, warn, silent (default info)
   --help, -h                this help
 
@@ -43,6 +46,7 @@ Secrets are hashed with scrypt instead of bcrypt.
 `;
 
 const OPTIONS = {
+  booleans: ['seed-tokens'],
   values: ['listen', 'signing-key', 'public-key-out', 'admin-secret', 'state', 'issuer', 'audience', 'trust-domain', 'log-level', 'tls-mode', 'tls-cert', 'tls-key', 'tls-client-ca'],
 };
 
@@ -121,6 +125,11 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     err.write(`agentwrit-sidecar broker: ${(e as Error).message}\n`);
     return 2;
   }
+  const seedEnv = env.AA_SEED_TOKENS;
+  if (seedEnv !== undefined && seedEnv !== '' && seedEnv !== 'true' && seedEnv !== 'false') {
+    err.write(`agentwrit-sidecar broker: AA_SEED_TOKENS="${seedEnv}" is not true or false: no seed tokens, as the broker does\n`);
+  }
+  const seed = args.flags.has('seed-tokens') || seedEnv === 'true';
   const level = flagString(args, 'log-level') ?? 'info';
   const logger = createLogger(level, out);
   const signingKeyFile = flagString(args, 'signing-key');
@@ -139,6 +148,7 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
       audience: flagString(args, 'audience'),
       trustDomain: flagString(args, 'trust-domain'),
       tls,
+      seedTokens: seed,
       logger,
     });
   } catch (e) {
@@ -156,6 +166,7 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
       `  state        ${stateFile ?? 'in memory'}`,
       `  TLS          ${tls ? (tls.mode === 'mtls' ? 'mtls (client certificates required)' : 'tls') : 'none (plain HTTP)'}`,
       '  Ctrl-C stops the broker.',
+      ...(broker.seed ? [`SEED_LAUNCH_TOKEN=${broker.seed.launchToken}`, `SEED_ADMIN_TOKEN=${broker.seed.adminToken}`] : []),
       '',
     ].join('\n'),
   );

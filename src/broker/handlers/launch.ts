@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { firstUncovered } from '../../auth/scope.js';
-import { fmtList } from '../context.js';
+import { type BrokerContext, fmtList } from '../context.js';
 import { bool, int, str, strings } from '../gojson.js';
 import { type BearerHandler, decodeBody } from '../http.js';
 import { badRequest, jsonReply, Problem } from '../problem.js';
@@ -13,6 +13,47 @@ import { rfc3339Seconds } from '../timefmt.js';
 
 const DEFAULT_MAX_TTL = 300;
 const DEFAULT_LAUNCH_TTL = 30;
+
+export interface LaunchTokenParams {
+  agentName: string;
+  allowedScope: string[];
+  /** Seconds; absent or ≤ 0 → 300. */
+  maxTtl?: number;
+  /** Seconds the launch token itself is valid; absent or ≤ 0 → 30. */
+  ttl?: number;
+  /** Default true. */
+  singleUse?: boolean;
+  appId: string;
+  createdBy: string;
+}
+
+/** Stores a new launch token, counts and audits it; the 201 body of the launch-token routes. */
+export function issueLaunchToken(ctx: BrokerContext, p: LaunchTokenParams) {
+  const maxTtl = p.maxTtl !== undefined && p.maxTtl > 0 ? p.maxTtl : DEFAULT_MAX_TTL;
+  const ttl = p.ttl !== undefined && p.ttl > 0 ? p.ttl : DEFAULT_LAUNCH_TTL;
+  const token = randomBytes(32).toString('hex');
+  const expiresAtMs = ctx.now() + ttl * 1000;
+  ctx.launchTokens.set(token, {
+    agent_name: p.agentName,
+    allowed_scope: [...p.allowedScope],
+    max_ttl: maxTtl,
+    single_use: p.singleUse ?? true,
+    expires_at_ms: expiresAtMs,
+    app_id: p.appId,
+    created_by: p.createdBy,
+  });
+  ctx.metrics.launchTokensCreated.inc();
+  ctx.audit.record({
+    event_type: 'launch_token_issued',
+    detail: `launch token issued: name=${p.agentName} scope=${fmtList(p.allowedScope)} max_ttl=${maxTtl} created_by=${p.createdBy} app_id=${p.appId}`,
+    outcome: 'success',
+  });
+  return {
+    launch_token: token,
+    expires_at: rfc3339Seconds(expiresAtMs),
+    policy: { allowed_scope: p.allowedScope, max_ttl: maxTtl },
+  };
+}
 
 export const createLaunchToken: BearerHandler = (ctx, req, claims) => {
   const body = decodeBody(req, { agent_name: str, allowed_scope: strings, max_ttl: int, single_use: bool, ttl: int });
@@ -41,28 +82,14 @@ export const createLaunchToken: BearerHandler = (ctx, req, claims) => {
       throw new Problem(403, 'forbidden', `requested scope exceeds app ceiling: ${over}`);
     }
   }
-  const maxTtl = body.max_ttl !== undefined && body.max_ttl > 0 ? body.max_ttl : DEFAULT_MAX_TTL;
-  const ttl = body.ttl !== undefined && body.ttl > 0 ? body.ttl : DEFAULT_LAUNCH_TTL;
-  const token = randomBytes(32).toString('hex');
-  const expiresAtMs = ctx.now() + ttl * 1000;
-  ctx.launchTokens.set(token, {
-    agent_name: agentName,
-    allowed_scope: [...allowed],
-    max_ttl: maxTtl,
-    single_use: body.single_use ?? true,
-    expires_at_ms: expiresAtMs,
-    app_id: appId,
-    created_by: claims.sub,
+  const issued = issueLaunchToken(ctx, {
+    agentName,
+    allowedScope: allowed,
+    maxTtl: body.max_ttl,
+    ttl: body.ttl,
+    singleUse: body.single_use,
+    appId,
+    createdBy: claims.sub,
   });
-  ctx.metrics.launchTokensCreated.inc();
-  ctx.audit.record({
-    event_type: 'launch_token_issued',
-    detail: `launch token issued: name=${agentName} scope=${fmtList(allowed)} max_ttl=${maxTtl} created_by=${claims.sub} app_id=${appId}`,
-    outcome: 'success',
-  });
-  return jsonReply(201, {
-    launch_token: token,
-    expires_at: rfc3339Seconds(expiresAtMs),
-    policy: { allowed_scope: allowed, max_ttl: maxTtl },
-  });
+  return jsonReply(201, issued);
 };
