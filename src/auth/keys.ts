@@ -5,9 +5,10 @@
  */
 import { createHash, createPublicKey, KeyObject, type webcrypto } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createRemoteJWKSet, errors, type JWSHeaderParameters } from 'jose';
-import { durationMs, type SidecarConfig } from '../config/schema.js';
+import { createRemoteJWKSet, customFetch, errors, type JWSHeaderParameters } from 'jose';
+import type { SidecarConfig } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
+import type { BrokerTransport } from './broker-transport.js';
 import { type FileKeys, KeyFile, type KeyFileEvents } from './key-file.js';
 
 export interface KeySource {
@@ -125,6 +126,9 @@ class FileJwks implements FileKeys {
   }
 }
 
+/** A key set is a few keys; anything much larger is not one. */
+const MAX_JWKS_BYTES = 256 * 1024;
+
 /** A JWKS URL (e.g. the embedded broker's). Not ready until the first fetch succeeds; retried with backoff. */
 class RemoteJwks implements KeySource {
   private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
@@ -133,8 +137,12 @@ class RemoteJwks implements KeySource {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(url: string, timeoutMs: number) {
-    this.jwks = createRemoteJWKSet(new URL(url), { timeoutDuration: Math.max(1, Math.round(timeoutMs)) });
+  constructor(url: string, transport: BrokerTransport) {
+    this.jwks = createRemoteJWKSet(new URL(url), {
+      timeoutDuration: Math.max(1, Math.round(transport.timeoutMs)),
+      // Through the broker transport: broker.caFile and the client certificate apply here too.
+      [customFetch]: (href, init) => transport.getJson(href, init, MAX_JWKS_BYTES),
+    });
     this.load(500);
   }
 
@@ -205,9 +213,16 @@ async function loadJwksKeys(file: string): Promise<FileKeys> {
  * A key file is followed as it is replaced (key-file.ts), reporting through `events`; a JWKS URL is
  * fetched again when a token names a kid it does not hold (at most every 30 s, jose's cooldown).
  */
-export async function loadKeySource(broker: SidecarConfig['broker'], events?: KeyFileEvents): Promise<KeySource | undefined> {
+export async function loadKeySource(
+  broker: SidecarConfig['broker'],
+  transport: BrokerTransport | undefined,
+  events?: KeyFileEvents,
+): Promise<KeySource | undefined> {
   if (broker.publicKeyFile) return KeyFile.open(broker.publicKeyFile, loadPemKeys, events);
   if (broker.jwksFile) return KeyFile.open(broker.jwksFile, loadJwksKeys, events);
-  if (broker.jwksUrl) return new RemoteJwks(broker.jwksUrl, durationMs(broker.timeout));
+  if (broker.jwksUrl) {
+    if (!transport) throw new Error('broker.jwksUrl needs a broker transport');
+    return new RemoteJwks(broker.jwksUrl, transport);
+  }
   return undefined;
 }

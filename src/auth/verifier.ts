@@ -12,6 +12,7 @@ import { type ClaimRules, checkClaims, DETAIL, expiryDeadlineMs, identityFromCla
 import { goJson, verifyDelegationChain } from './delegation.js';
 import { type KeySource, loadKeySource } from './keys.js';
 import { OfflineVerifier } from './offline.js';
+import { BrokerTransport } from './broker-transport.js';
 import { BrokerClient, type ValidateAnswer } from './online.js';
 import type { AgentIdentity, TokenVerifier, VerifierObserver, VerifyResult, VerifySource } from './types.js';
 
@@ -84,6 +85,8 @@ class Verifier implements TokenVerifier {
     private readonly broker: SidecarConfig['broker'],
     private readonly keys: KeySource | undefined,
     private readonly client: BrokerClient | undefined,
+    /** Closed with the verifier: the connections of `client` and of a JWKS URL. */
+    private readonly transport: BrokerTransport | undefined,
     private readonly observer: VerifierObserver | undefined,
     private readonly now: () => number,
   ) {
@@ -269,7 +272,7 @@ class Verifier implements TokenVerifier {
     clearInterval(this.pruner);
     this.keys?.close();
     this.cache.clear();
-    await this.client?.close();
+    await this.transport?.close();
   }
 }
 
@@ -284,14 +287,17 @@ export async function createTokenVerifier(broker: SidecarConfig['broker'], opts:
   }
   if (mode !== 'offline' && !broker.url) throw new Error(`broker.verify ${mode} needs broker.url`);
   let verifier: Verifier | undefined;
-  const keys = await loadKeySource(broker, {
+  // Validate calls and a JWKS URL reach the broker the same way; its TLS files apply when either is https.
+  const https = [broker.url, broker.jwksUrl].some((u) => u?.startsWith('https:'));
+  const transport = mode !== 'offline' || broker.jwksUrl ? new BrokerTransport(durationMs(broker.timeout), https ? broker : {}) : undefined;
+  const keys = await loadKeySource(broker, transport, {
     changed: (file, kids) => {
       verifier?.keysChanged();
       opts.observer?.keyReload?.('success', { file, kids });
     },
     failed: (file, reason) => opts.observer?.keyReload?.('failure', { file, reason }),
   });
-  const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, durationMs(broker.timeout), broker);
-  verifier = new Verifier({ ...broker, verify: mode }, keys, client, opts.observer, opts.now ?? Date.now);
+  const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, transport as BrokerTransport);
+  verifier = new Verifier({ ...broker, verify: mode }, keys, client, transport, opts.observer, opts.now ?? Date.now);
   return verifier;
 }

@@ -101,8 +101,10 @@ function checkBroker(config: SidecarConfig, pos: PositionLookup, problem: Proble
     problem(pos.key(['broker', given]), 'broker.clientCertFile and broker.clientKeyFile go together: set both for mTLS, or neither');
   }
   const tlsKey = (['caFile', 'clientCertFile'] as const).find((k) => b[k] !== undefined);
-  if (tlsKey && b.url && !b.url.startsWith('https:')) {
-    problem(pos.key(['broker', tlsKey]), `broker.${tlsKey} is for an https broker.url; ${b.url} is plain HTTP`);
+  const urls = [b.url, b.jwksUrl].filter((u): u is string => u !== undefined);
+  if (tlsKey && !urls.some((u) => u.startsWith('https:'))) {
+    const why = urls.length === 0 ? 'neither is set' : `${urls.join(' and ')} ${urls.length > 1 ? 'are' : 'is'} plain HTTP`;
+    problem(pos.key(['broker', tlsKey]), `broker.${tlsKey} is for an https broker.url or broker.jwksUrl; ${why}`);
   }
 }
 

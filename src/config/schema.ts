@@ -77,7 +77,7 @@ export const SidecarConfigSchema = z.strictObject({
       cacheSize: z.number().int().positive().default(10_000),
       /** When the key is known, check chain_hash and every delegation record signature. */
       verifyDelegationChain: z.boolean().default(true),
-      /** https broker URL: CA certificates (PEM) trusted besides the system ones (a broker with AA_TLS_MODE tls/mtls). */
+      /** https broker.url or jwksUrl: CA certificates (PEM) trusted besides the system ones (a broker with AA_TLS_MODE tls/mtls). */
       caFile: z.string().min(1).optional(),
       /** Client certificate chain (PEM) presented to a broker with AA_TLS_MODE=mtls; needs clientKeyFile. */
       clientCertFile: z.string().min(1).optional(),

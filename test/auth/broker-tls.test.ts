@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
 import { Agent, ProxyAgent, request } from 'undici';
-import { BrokerClient } from '../../src/auth/online.js';
+import { BrokerTransport } from '../../src/auth/broker-transport.js';
 import { startBroker } from '../../src/broker/index.js';
 import { adminAuth, issueAgentToken, revoke } from '../../src/broker/client.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
@@ -100,6 +100,34 @@ t.test('without its client certificate the sidecar cannot ask the broker: 503, n
   t.equal(((await r.body.json()) as { error_code: string }).error_code, 'broker_unavailable');
 });
 
+t.test('a JWKS URL on the TLS broker is fetched with broker.caFile and the client certificate', async (t) => {
+  const token = await issueAgentToken(broker.url, SECRET, ['read:billing:customer-12345'], {}, { dispatcher: withClientCert });
+  const jwksUrl = `${broker.url}/.well-known/jwks.json`;
+  const sc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', jwksUrl, caFile: pki.caCert, clientCertFile: pki.clientCert, clientKeyFile: pki.clientKey },
+  });
+  const get = billingThrough(t, sc, token);
+  const readyz = async (s: TestSidecar) => {
+    const r = await request(`${s.adminUrl}/readyz`);
+    await r.body.dump();
+    return r.statusCode;
+  };
+  let status = await readyz(sc);
+  for (let i = 0; i < 40 && status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    status = await readyz(sc);
+  }
+  t.equal(status, 200, 'ready: the key set was fetched over mTLS');
+  t.equal(await get(), 200);
+
+  const untrusting = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', jwksUrl, clientCertFile: pki.clientCert, clientKeyFile: pki.clientKey } });
+  const refused = billingThrough(t, untrusting, token);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(await readyz(untrusting), 503, 'without broker.caFile the private CA is not trusted: not ready');
+  t.equal(await refused(), 503, 'no key, refused, never allowed');
+});
+
 t.test('a renewed client certificate is followed without a restart; a pair that does not load is not', async (t) => {
   const certDir = t.testdir({});
   const other = await writePki(t.testdir({}), 'not-trusted-by-the-broker');
@@ -143,8 +171,8 @@ t.test('a renewed client certificate is followed without a restart; a pair that 
 
 t.test('broker TLS files that do not load together stop the start with a clear error', async (t) => {
   const other = await writePki(t.testdir({}));
-  t.throws(() => new BrokerClient(broker.url, 1000, { clientCertFile: pki.clientCert, clientKeyFile: other.clientKey }), /broker TLS files do not load together/);
-  t.throws(() => new BrokerClient(broker.url, 1000, { caFile: join(dir, 'missing.crt') }), /broker\.caFile .*missing\.crt cannot be read: ENOENT/);
+  t.throws(() => new BrokerTransport(1000, { clientCertFile: pki.clientCert, clientKeyFile: other.clientKey }), /broker TLS files do not load together/);
+  t.throws(() => new BrokerTransport(1000, { caFile: join(dir, 'missing.crt') }), /broker\.caFile .*missing\.crt cannot be read: ENOENT/);
 });
 
 /** Runs `broker` with the given arguments and environment until ready (or exit). */

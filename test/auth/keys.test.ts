@@ -97,3 +97,17 @@ t.test('JWKS URL unreachable: not ready, refuses', async (t) => {
   t.equal(v.ready(), false);
   t.equal(await code(v.verify(token(otherKid))), 'broker_unavailable');
 });
+
+t.test('JWKS URL answering more than 256 KiB: not taken, refuses', async (t) => {
+  const padding = 'x'.repeat(300 * 1024);
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [{ ...jwk(other.publicKey), kid: otherKid }], padding }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`, timeout: '500ms' }));
+  t.teardown(() => v.close());
+  await sleep(300);
+  t.equal(v.ready(), false);
+  t.equal(await code(v.verify(token(otherKid))), 'broker_unavailable');
+});

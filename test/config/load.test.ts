@@ -65,7 +65,13 @@ t.test('problems carry exact positions', async (t) => {
     ],
     ['bad broker url', 'broker:\n  url: not a url\n  publicKeyFile: k.pem\n', [[2, 8, /^broker\.url: Invalid URL/]]],
     ['client certificate without its key', 'broker:\n  url: https://broker.example:8443\n  clientCertFile: c.crt\n', [[3, 3, /^broker\.clientCertFile and broker\.clientKeyFile go together/]]],
-    ['broker TLS files for a plain HTTP broker', 'broker:\n  url: http://broker.example:8080\n  caFile: ca.crt\n', [[3, 3, /^broker\.caFile is for an https broker\.url; http:\/\/broker\.example:8080 is plain HTTP$/]]],
+    ['broker TLS files for a plain HTTP broker', 'broker:\n  url: http://broker.example:8080\n  caFile: ca.crt\n', [[3, 3, /^broker\.caFile is for an https broker\.url or broker\.jwksUrl; http:\/\/broker\.example:8080 is plain HTTP$/]]],
+    [
+      'broker TLS files with a plain HTTP broker and JWKS URL',
+      'broker:\n  url: http://b:8080\n  jwksUrl: http://b:8080/jwks\n  clientCertFile: c.crt\n  clientKeyFile: c.key\n',
+      [[4, 3, /^broker\.clientCertFile is for an https broker\.url or broker\.jwksUrl; http:\/\/b:8080 and http:\/\/b:8080\/jwks are plain HTTP$/]],
+    ],
+    ['broker TLS files without a broker URL', 'broker:\n  verify: offline\n  publicKeyFile: k.pem\n  caFile: ca.crt\n', [[4, 3, /^broker\.caFile is for an https broker\.url or broker\.jwksUrl; neither is set$/]]],
     ['rotating standard output', `${KEYED}audit:\n  path: "-"\n  rotateBytes: 1000000\n`, [[6, 16, /rotateBytes needs a file path: standard output \("-"\) is not rotated$/]]],
     ['negative rotation size', `${KEYED}audit:\n  rotateBytes: -1\n  rotateKeep: 0\n`, [[5, 16, /^audit\.rotateBytes: /], [6, 15, /^audit\.rotateKeep: /]]],
   ];
