@@ -4,20 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { PassThrough } from 'node:stream';
 import t from 'tap';
 import type { RunningBroker } from '../../src/broker/index.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
-import { http } from './fixture.js';
-
-function capture(): { stream: PassThrough; text: () => string } {
-  const stream = new PassThrough();
-  let buf = '';
-  stream.on('data', (c: Buffer) => {
-    buf += c.toString('utf8');
-  });
-  return { stream, text: () => buf };
-}
+import { capture, http } from './fixture.js';
 
 t.test('--help says what it is for', async (t) => {
   const out = capture();

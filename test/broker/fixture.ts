@@ -1,5 +1,6 @@
 /** Shared set-up for the broker tests: a broker on 127.0.0.1 port 0 and a raw HTTP helper. */
 import type { IncomingHttpHeaders } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { request } from 'undici';
 import { type BrokerOptions, type RunningBroker, startBroker } from '../../src/broker/index.js';
 
@@ -57,4 +58,14 @@ export async function isValid(base: string, token: string): Promise<boolean> {
   const r = await http(base, 'POST', '/v1/token/validate', { json: { token } });
   if (r.status !== 200) throw new Error(`validate answered ${r.status}`);
   return r.json.valid === true;
+}
+
+/** A stream for a command's output, and what was written to it so far. */
+export function capture(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  let buf = '';
+  stream.on('data', (c: Buffer) => {
+    buf += c.toString('utf8');
+  });
+  return { stream, text: () => buf };
 }

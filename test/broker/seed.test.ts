@@ -4,12 +4,11 @@
  * three admin scopes, one hour, never an `aud`.
  */
 import { spawn } from 'node:child_process';
-import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { BrokerHttpError, registerAgent, validate } from '../../src/broker/client.js';
 import type { RunningBroker } from '../../src/broker/index.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
-import { http, withBroker } from './fixture.js';
+import { capture, http, withBroker } from './fixture.js';
 
 function payload(jwt: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
@@ -61,15 +60,6 @@ t.test('no seed tokens unless asked', async (t) => {
   const b = await withBroker(t);
   t.equal(b.seed, undefined);
 });
-
-function capture(): { stream: PassThrough; text: () => string } {
-  const stream = new PassThrough();
-  let buf = '';
-  stream.on('data', (c: Buffer) => {
-    buf += c.toString('utf8');
-  });
-  return { stream, text: () => buf };
-}
 
 async function runOnce(argv: string[], env: NodeJS.ProcessEnv): Promise<{ out: string; err: string; broker: RunningBroker }> {
   const out = capture();
