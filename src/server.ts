@@ -91,6 +91,10 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     maxQueue: config.audit.maxQueue,
     rotateBytes: config.audit.rotateBytes,
     rotateKeep: config.audit.rotateKeep,
+    lock: {
+      onWait: (holder) => logger.warn({ path: config.audit.path, holder }, 'audit log is locked by another writer; waiting to see whether it is still alive'),
+      onLost: (reason) => logger.error({ path: config.audit.path, reason }, 'audit log lock lost: another process may be writing this audit log'),
+    },
     onWriteError: (err) => {
       metrics.auditWriteErrors.inc();
       logger.error({ err: err.message }, 'audit write failed');

@@ -29,6 +29,7 @@ import { createHash } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord, ROTATED_TYPE } from './chain.js';
+import { type AuditLock, type AuditLockOptions, acquireAuditLock } from './lock.js';
 import { type ChainHead, readTail } from './tail.js';
 import type { AuditEvent, AuditSink } from './types.js';
 
@@ -44,6 +45,8 @@ export interface AuditSinkOptions {
   rotateBytes?: number;
   /** Rotated files kept (PATH.1 … PATH.N); default 5. */
   rotateKeep?: number;
+  /** The writer lock (lock.ts): staleness, and what to say while waiting for it or once it is lost. */
+  lock?: Pick<AuditLockOptions, 'staleMs' | 'onWait' | 'onLost'>;
 }
 
 /** How a file sink starts a new file: see "Rotation" above. */
@@ -132,6 +135,7 @@ class ChainedSink implements OpenedAuditSink {
   /** The next batch opens with a `rotated` record (a new file after rotation). */
   private opensRotated: boolean;
   private readonly rotation: Rotation | undefined;
+  private readonly lock: AuditLock | undefined;
   private queue: PreparedRecord[] = [];
   private pending: Pending | null = null;
   private chain: ChainHead;
@@ -152,8 +156,9 @@ class ChainedSink implements OpenedAuditSink {
     private readonly opts: AuditSinkOptions,
     head: ChainHead,
     recovered?: { truncatedBytes: number },
-    file?: { bytes: number; rotation?: Rotation; continuesRotated?: boolean },
+    file?: { bytes: number; rotation?: Rotation; continuesRotated?: boolean; lock?: AuditLock },
   ) {
+    this.lock = file?.lock;
     this.chain = { ...head };
     this.written = { ...head };
     if (recovered) this.recovered = recovered;
@@ -359,6 +364,7 @@ class ChainedSink implements OpenedAuditSink {
       }
       await this.out.close();
     }
+    await this.lock?.release().catch(() => {});
     if (lastErr) {
       const lost = this.depth();
       this.failed += lost;
@@ -426,7 +432,14 @@ async function headOf(path: string): Promise<ChainHead | undefined> {
 export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAuditSink> {
   if (opts.path === '-') return new ChainedSink(stdoutOutput(), opts, { seq: 0, hash: GENESIS_HASH });
   const rotation = rotationFor(opts);
-  const fh = await open(opts.path, 'a+', 0o640);
+  const lock = await acquireAuditLock(opts.path, opts.lock);
+  let fh: FileHandle;
+  try {
+    fh = await open(opts.path, 'a+', 0o640);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
   try {
     const tail = await readTail(fh, opts.path);
     const out = fileOutput(fh);
@@ -466,9 +479,10 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
       recovered = { truncatedBytes: tail.torn.bytes.length };
     }
     const bytes = (await fh.stat()).size;
-    return new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated });
+    return new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated, lock });
   } catch (e) {
     await fh.close();
+    await lock.release();
     throw e;
   }
 }

@@ -3,7 +3,7 @@
  * Covers the secret-leak scan over everything the process wrote, and SIGTERM draining.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createReadStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import t from 'tap';
@@ -153,4 +153,33 @@ t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', a
   const records = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; upstream_status?: number });
   t.equal(records.filter((r) => r.type === 'request' && r.upstream_status === 200).length, 3, 'all drained requests audited');
   await t.rejects(request(p.proxyUrl), 'listener closed after exit');
+});
+
+t.test('one writer per audit log: a second sidecar on it is refused; after a crash the next one takes over', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-lock-'));
+  const first = await startProcess(dir);
+  t.teardown(() => {
+    if (first.child.exitCode === null) first.child.kill('SIGKILL');
+  });
+  await t.rejects(startProcess(dir), new RegExp(`audit log .*audit\\.jsonl is in use by pid ${first.child.pid} on `), 'refused, naming the live holder');
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const call = async (proxyUrl: string) => {
+    const agent = new ProxyAgent({ uri: proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+    await r.body.dump();
+    await agent.close();
+    return r.statusCode;
+  };
+  t.equal(await call(first.proxyUrl), 200, 'the first one serves on, untouched');
+  first.child.kill('SIGKILL');
+  await first.exited;
+  const started = Date.now();
+  const next = await startProcess(dir);
+  t.ok(Date.now() - started < 5000, 'the lock of a process that is gone is taken over without waiting for it to go stale');
+  t.equal(await call(next.proxyUrl), 200);
+  next.child.kill('SIGTERM');
+  t.equal(await next.exited, 0);
+  const report = await verifyAuditStream(createReadStream(join(dir, 'audit.jsonl')));
+  t.ok(report.ok, 'one chain across both writers');
+  t.notOk(existsSync(join(dir, '.audit.jsonl.lock')), 'released at exit');
 });

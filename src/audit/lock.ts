@@ -1,0 +1,143 @@
+/**
+ * One writer per audit log. Two sidecars appending to one file would interleave two chains (and
+ * rotate the file under each other), and `audit verify` would then fail on a log nobody tampered
+ * with. The writer holds `.NAME.lock` beside the log (hidden, so `NAME*` globs of the rotated files
+ * do not catch it) and keeps its mtime fresh; a lock that has not been refreshed for `staleMs` was
+ * left by a writer that died without releasing it and is taken over.
+ *
+ * A new writer that finds a fresh lock watches it for up to `staleMs`: a lock that goes stale (its
+ * writer crashed moments ago, as when a container restarts) is taken over; one that is refreshed
+ * has a live writer, and opening fails with who holds it. A holder on this host whose process no
+ * longer exists is taken over at once. Two writers taking over the same stale lock in the same
+ * instant can both succeed; each later finds the lock is not its own and reports it (`onLost`).
+ */
+import { hostname } from 'node:os';
+import { open, readFile, stat, unlink, utimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { errorReason } from '../errors.js';
+
+export interface AuditLockOptions {
+  /** A lock not refreshed for this long is abandoned (default 10 s). */
+  staleMs?: number;
+  /** Told once when a fresh lock is found and watched, with its holder. */
+  onWait?: (holder: string) => void;
+  /** Told once when the lock is found to be gone or someone else's. */
+  onLost?: (reason: string) => void;
+}
+
+export interface AuditLock {
+  readonly path: string;
+  release(): Promise<void>;
+}
+
+const DEFAULT_STALE_MS = 10_000;
+const POLL_MS = 100;
+
+export function lockPathOf(logPath: string): string {
+  return join(dirname(logPath), `.${basename(logPath)}.lock`);
+}
+
+interface Holder {
+  pid?: unknown;
+  host?: unknown;
+  since?: unknown;
+}
+
+function parseHolder(text: string): Holder {
+  try {
+    const h = JSON.parse(text) as unknown;
+    return h !== null && typeof h === 'object' ? (h as Holder) : {};
+  } catch {
+    return {};
+  }
+}
+
+function describe(h: Holder): string {
+  return `pid ${h.pid ?? '?'} on ${h.host ?? '?'} since ${h.since ?? '?'}`;
+}
+
+/** A holder on this host whose process is gone (not ours: a restarted container may reuse a pid). */
+function deadHere(h: Holder): boolean {
+  if (h.host !== hostname() || typeof h.pid !== 'number' || h.pid === process.pid) return false;
+  try {
+    process.kill(h.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+const missing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export async function acquireAuditLock(logPath: string, opts: AuditLockOptions = {}): Promise<AuditLock> {
+  const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
+  const path = lockPathOf(logPath);
+  const mine = `${JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() })}\n`;
+  let watched: { mtimeMs: number; since: number } | undefined;
+  for (;;) {
+    try {
+      const fh = await open(path, 'wx', 0o640);
+      try {
+        await fh.writeFile(mine);
+      } finally {
+        await fh.close();
+      }
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`audit log ${logPath}: cannot create its lock file ${path}: ${errorReason(e)}`);
+    }
+    let mtimeMs: number;
+    let holder: Holder;
+    try {
+      mtimeMs = (await stat(path)).mtimeMs;
+      holder = parseHolder(await readFile(path, 'utf8'));
+    } catch (e) {
+      if (missing(e)) continue;
+      throw e;
+    }
+    if (Date.now() - mtimeMs > staleMs || deadHere(holder)) {
+      await unlink(path).catch((e) => {
+        if (!missing(e)) throw e;
+      });
+      continue;
+    }
+    if (!watched) {
+      watched = { mtimeMs, since: Date.now() };
+      opts.onWait?.(describe(holder));
+    } else if (mtimeMs !== watched.mtimeMs || Date.now() - watched.since > staleMs * 2) {
+      throw new Error(
+        `audit log ${logPath} is in use by ${describe(holder)} (lock ${path} is kept fresh): two sidecars must not share one audit log; give each its own audit.path`,
+      );
+    }
+    await delay(POLL_MS);
+  }
+
+  let lost = false;
+  const refresh = async () => {
+    try {
+      if ((await readFile(path, 'utf8')) !== mine) throw new Error('another writer holds it now');
+      const now = new Date();
+      await utimes(path, now, now);
+    } catch (e) {
+      if (!lost) {
+        lost = true;
+        opts.onLost?.(`audit lock ${path} is no longer ours: ${missing(e) ? 'it was removed' : (e as Error).message}`);
+      }
+    }
+  };
+  const timer = setInterval(() => void refresh(), Math.max(50, Math.floor(staleMs / 5)));
+  timer.unref();
+  return {
+    path,
+    release: async () => {
+      clearInterval(timer);
+      if (lost) return;
+      try {
+        if ((await readFile(path, 'utf8')) === mine) await unlink(path);
+      } catch (e) {
+        if (!missing(e)) throw e;
+      }
+    },
+  };
+}

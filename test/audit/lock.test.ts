@@ -1,0 +1,107 @@
+/**
+ * One writer per audit log: a live writer's lock refuses a second one, an abandoned lock (stale, or
+ * left by a process of this host that no longer exists) is taken over, a lock that is removed or
+ * replaced under its writer is reported.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { acquireAuditLock, lockPathOf } from '../../src/audit/lock.js';
+import { openAuditSink } from '../../src/audit/sink.js';
+
+const STALE = 400;
+const sinkOpts = (path: string, onWait?: (holder: string) => void) => ({
+  path,
+  onFailure: 'closed' as const,
+  flushIntervalMs: 5,
+  maxQueue: 100,
+  lock: { staleMs: STALE, onWait },
+});
+
+function writeLock(logPath: string, holder: Record<string, unknown>, ageMs: number): void {
+  const path = lockPathOf(logPath);
+  writeFileSync(path, `${JSON.stringify(holder)}\n`);
+  const when = new Date(Date.now() - ageMs);
+  utimesSync(path, when, when);
+}
+
+t.test('the lock sits beside the log, hidden from NAME* globs', async (t) => {
+  t.equal(lockPathOf('/var/log/agentwrit/audit.jsonl'), '/var/log/agentwrit/.audit.jsonl.lock');
+});
+
+t.test('a second writer on a live log is refused, naming the holder; after release it may open', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const first = await openAuditSink(sinkOpts(log));
+  const holder = JSON.parse(readFileSync(lockPathOf(log), 'utf8'));
+  t.same([holder.pid, holder.host], [process.pid, hostname()]);
+  const waits: string[] = [];
+  const started = Date.now();
+  await t.rejects(
+    openAuditSink(sinkOpts(log, (h) => waits.push(h))),
+    new RegExp(`audit log .*audit\\.jsonl is in use by pid ${process.pid} on ${hostname()} .*give each its own audit\\.path`),
+  );
+  t.ok(Date.now() - started < STALE * 2, 'refused once the holder refreshed its lock, before the lock could go stale');
+  t.equal(waits.length, 1);
+  first.append({ type: 'request', time: 't', request_id: 'r1' });
+  await first.close();
+  t.notOk(existsSync(lockPathOf(log)), 'released on close');
+  const second = await openAuditSink(sinkOpts(log));
+  t.equal(second.head().seq, 1, 'the chain continues from the first writer');
+  await second.close();
+});
+
+t.test('a stale lock (its writer crashed long ago) is taken over at once', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  writeLock(log, { pid: 1, host: 'another-pod', since: 'x' }, STALE * 3);
+  const waits: string[] = [];
+  const sink = await openAuditSink(sinkOpts(log, (h) => waits.push(h)));
+  t.equal(waits.length, 0);
+  t.equal(JSON.parse(readFileSync(lockPathOf(log), 'utf8')).pid, process.pid);
+  await sink.close();
+});
+
+t.test('a fresh lock that is never refreshed (a writer that just crashed) is taken over once stale', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  writeLock(log, { pid: 1, host: 'another-pod', since: 'x' }, 0);
+  const waits: string[] = [];
+  const started = Date.now();
+  const sink = await openAuditSink(sinkOpts(log, (h) => waits.push(h)));
+  t.ok(Date.now() - started >= STALE * 0.8, 'waited for the lock to go stale');
+  t.same(waits, ['pid 1 on another-pod since x']);
+  await sink.close();
+});
+
+t.test('a lock of a process of this host that no longer exists is taken over at once', async (t) => {
+  const child = spawn(process.execPath, ['-e', '']);
+  const pid = child.pid as number;
+  await new Promise((r) => child.once('exit', r));
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  writeLock(log, { pid, host: hostname(), since: 'x' }, 0);
+  const started = Date.now();
+  const sink = await openAuditSink(sinkOpts(log));
+  t.ok(Date.now() - started < STALE / 2, 'no wait');
+  await sink.close();
+});
+
+t.test('a lock removed or replaced under its writer is reported once', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const lost: string[] = [];
+  const lock = await acquireAuditLock(log, { staleMs: STALE, onLost: (r) => lost.push(r) });
+  writeFileSync(lockPathOf(log), '{"pid":2,"host":"intruder"}\n');
+  await new Promise((r) => setTimeout(r, STALE));
+  t.equal(lost.length, 1);
+  t.match(lost[0], /is no longer ours: another writer holds it now/);
+  await lock.release();
+  t.ok(existsSync(lockPathOf(log)), "someone else's lock is not removed on release");
+});
+
+t.test('a lock that cannot be created fails the open with the path', async (t) => {
+  await t.rejects(openAuditSink(sinkOpts('/nonexistent-dir/audit.jsonl')), /^audit log \/nonexistent-dir\/audit\.jsonl: cannot create its lock file \/nonexistent-dir\/\.audit\.jsonl\.lock: ENOENT$/);
+});
