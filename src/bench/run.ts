@@ -4,7 +4,7 @@
  * run on loopback. Not a test: it prints figures.
  *
  * Layout on a 2-core machine: the sidecar is pinned to CPU 1 (taskset), the load generator, the
- * upstream and the broker to CPU 0. Saturation uses wrk (apt-get install wrk); the fixed-rate
+ * upstream and the broker (a process of its own) to CPU 0. Saturation uses wrk (apt-get install wrk); the fixed-rate
  * latency runs are an open-loop generator in this process (1,000 req/s over keep-alive). They come
  * first, direct then sidecar: each target gets 5 s at that rate that are not counted, then two
  * measured windows back to back (the second shows where the first was still warming up). Before
@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, Pool, request } from 'undici';
 import { stringify } from 'yaml';
-import { startBroker } from '../broker/index.js';
 import { issueAgentToken } from '../broker/client.js';
 import { formatHttpsBench, runHttpsBench } from './https.js';
 import { fixedRate, freePort, has, logPipe, pinned, waitReady } from './load.js';
@@ -78,7 +77,7 @@ async function main(): Promise<void> {
     process.stderr.write('npm run bench needs wrk for the saturation runs: apt-get install wrk\n');
     process.exit(2);
   }
-  // This process (the latency generator, the in-process broker) belongs on CPU 0 too, away from
+  // This process (the latency generator) belongs on CPU 0 too, away from
   // the sidecar's core; threads started later inherit the main thread's affinity.
   if (has('taskset')) spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'agentwrit-bench-'));
@@ -86,8 +85,12 @@ async function main(): Promise<void> {
   const upstream = spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const upPort = Number((await waitLine(upstream, (l) => /^\d+$/.test(l.trim()), 'upstream')).trim());
 
-  const broker = await startBroker({ listen: '127.0.0.1:0', adminSecret: 'bench-admin-secret', publicKeyOut: join(dir, 'broker.pem') });
-  const token = await issueAgentToken(broker.url, 'bench-admin-secret', ['read:billing:customer-12345']);
+  // The broker in a process of its own, as a real one is: its revalidation answers (every 1.5 s,
+  // refreshed ahead of revalidateAfter) are not work of the latency generator's process.
+  const [bcmd0, bargs0] = pinned(0, [process.execPath, MAIN, 'broker', '--listen', '127.0.0.1:0', '--public-key-out', join(dir, 'broker.pem'), '--log-level', 'warn']);
+  const broker = spawn(bcmd0, bargs0, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, AA_ADMIN_SECRET: 'bench-admin-secret' } });
+  const brokerUrl = /AgentWrit v1 API on (\S+)/.exec(await waitLine(broker, (l) => l.includes('AgentWrit v1 API on'), 'broker'))?.[1] as string;
+  const token = await issueAgentToken(brokerUrl, 'bench-admin-secret', ['read:billing:customer-12345']);
 
   writeFileSync(
     join(dir, 'policy.yaml'),
@@ -104,7 +107,7 @@ async function main(): Promise<void> {
     stringify({
       proxy: { listen: `127.0.0.1:${proxyPort}` },
       admin: { listen: `127.0.0.1:${adminPort}` },
-      broker: { url: broker.url, verify: 'hybrid', publicKeyFile: join(dir, 'broker.pem'), revalidateAfter: '2s' },
+      broker: { url: brokerUrl, verify: 'hybrid', publicKeyFile: join(dir, 'broker.pem'), revalidateAfter: '2s' },
       policies: [join(dir, 'policy.yaml')],
       audit: { path: join(dir, 'audit.jsonl') },
       upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upPort}` } },
@@ -200,7 +203,7 @@ async function main(): Promise<void> {
   sidecar.kill('SIGTERM');
   log.close();
   upstream.kill('SIGTERM');
-  await broker.close();
+  broker.kill('SIGTERM');
 
   process.stdout.write(formatHttpsBench(await runHttpsBench({ seconds: DURATION })));
   // The token cache is measured in its own process: heap figures need --expose-gc and a quiet heap.
