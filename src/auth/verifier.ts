@@ -290,13 +290,19 @@ export async function createTokenVerifier(broker: SidecarConfig['broker'], opts:
   // Validate calls and a JWKS URL reach the broker the same way; its TLS files apply when either is https.
   const https = [broker.url, broker.jwksUrl].some((u) => u?.startsWith('https:'));
   const transport = mode !== 'offline' || broker.jwksUrl ? new BrokerTransport(durationMs(broker.timeout), https ? broker : {}) : undefined;
-  const keys = await loadKeySource(broker, transport, {
-    changed: (file, kids) => {
-      verifier?.keysChanged();
-      opts.observer?.keyReload?.('success', { file, kids });
-    },
-    failed: (file, reason) => opts.observer?.keyReload?.('failure', { file, reason }),
-  });
+  let keys: KeySource | undefined;
+  try {
+    keys = await loadKeySource(broker, transport, {
+      changed: (file, kids) => {
+        verifier?.keysChanged();
+        opts.observer?.keyReload?.('success', { file, kids });
+      },
+      failed: (file, reason) => opts.observer?.keyReload?.('failure', { file, reason }),
+    });
+  } catch (e) {
+    await transport?.close();
+    throw e;
+  }
   const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, transport as BrokerTransport);
   verifier = new Verifier({ ...broker, verify: mode }, keys, client, transport, opts.observer, opts.now ?? Date.now);
   return verifier;
