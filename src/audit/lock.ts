@@ -8,11 +8,14 @@
  * A new writer that finds a fresh lock watches it for up to `staleMs`: a lock that goes stale (its
  * writer crashed moments ago, as when a container restarts) is taken over; one that is refreshed
  * has a live writer, and opening fails with who holds it. A holder on this host whose process no
- * longer exists is taken over at once. Two writers taking over the same stale lock in the same
- * instant can both succeed; each later finds the lock is not its own and reports it (`onLost`).
+ * longer exists is taken over at once. Taking over removes only the abandoned lock it looked at
+ * (removeAbandoned), so two writers taking over at once do not both end up holding it; a writer
+ * whose lock is removed or replaced anyway finds so within a refresh and reports it (`onLost`).
  */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readFile, stat, unlink, utimes } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { link, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { errorReason } from '../errors.js';
 
@@ -70,6 +73,26 @@ function deadHere(h: Holder): boolean {
 const missing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * Removes the abandoned lock that was `observed`, and only that one: it is first renamed aside, so
+ * that a writer that has just taken the lock over (between our look and now) keeps it; such a lock
+ * is put back, unless a third writer holds the path by then. Exported for tests.
+ */
+export async function removeAbandoned(path: string, observed: Pick<Stats, 'ino' | 'mtimeMs'>): Promise<void> {
+  const aside = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if (missing(e)) return;
+    throw e;
+  }
+  const moved = await stat(aside);
+  if (moved.ino !== observed.ino || moved.mtimeMs !== observed.mtimeMs) {
+    await link(aside, path).catch(() => {});
+  }
+  await unlink(aside);
+}
+
 export async function acquireAuditLock(logPath: string, opts: AuditLockOptions = {}): Promise<AuditLock> {
   const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
   const path = lockPathOf(logPath);
@@ -87,21 +110,20 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`audit log ${logPath}: cannot create its lock file ${path}: ${errorReason(e)}`);
     }
-    let mtimeMs: number;
+    let observed: Stats;
     let holder: Holder;
     try {
-      mtimeMs = (await stat(path)).mtimeMs;
+      observed = await stat(path);
       holder = parseHolder(await readFile(path, 'utf8'));
     } catch (e) {
       if (missing(e)) continue;
       throw e;
     }
-    if (Date.now() - mtimeMs > staleMs || deadHere(holder)) {
-      await unlink(path).catch((e) => {
-        if (!missing(e)) throw e;
-      });
+    if (Date.now() - observed.mtimeMs > staleMs || deadHere(holder)) {
+      await removeAbandoned(path, observed);
       continue;
     }
+    const { mtimeMs } = observed;
     if (!watched) {
       watched = { mtimeMs, since: Date.now() };
       opts.onWait?.(describe(holder));

@@ -4,11 +4,11 @@
  * replaced under its writer is reported.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { acquireAuditLock, lockPathOf } from '../../src/audit/lock.js';
+import { acquireAuditLock, lockPathOf, removeAbandoned } from '../../src/audit/lock.js';
 import { openAuditSink } from '../../src/audit/sink.js';
 
 const STALE = 400;
@@ -104,4 +104,20 @@ t.test('a lock removed or replaced under its writer is reported once', async (t)
 
 t.test('a lock that cannot be created fails the open with the path', async (t) => {
   await t.rejects(openAuditSink(sinkOpts('/nonexistent-dir/audit.jsonl')), /^audit log \/nonexistent-dir\/audit\.jsonl: cannot create its lock file \/nonexistent-dir\/\.audit\.jsonl\.lock: ENOENT$/);
+});
+
+t.test('taking over removes only the abandoned lock it looked at', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const lock = lockPathOf(log);
+  writeLock(log, { pid: 1, host: 'crashed' }, STALE * 3);
+  const abandoned = statSync(lock);
+  // Another writer takes the lock over between our look and our removal.
+  writeFileSync(join(dir, 'fresh'), '{"pid":2,"host":"quicker"}\n');
+  renameSync(join(dir, 'fresh'), lock);
+  await removeAbandoned(lock, abandoned);
+  t.equal(readFileSync(lock, 'utf8'), '{"pid":2,"host":"quicker"}\n', "the other writer's lock stays");
+  await removeAbandoned(lock, statSync(lock));
+  t.notOk(existsSync(lock), 'the lock that was looked at is removed');
+  t.same(readdirSync(dir), [], 'nothing left aside');
 });
