@@ -70,10 +70,14 @@ export function requestLine(f: RequestLogFields, time: string): string {
 }
 
 /**
- * Request lines of one event-loop turn, handed to the destination in one write at the end of the
- * turn: the destination (sonic-boom) costs a buffer scan and often a write call per write, a few
- * µs per line when written one by one. Shutdown hands pending lines over at once (flushLogger).
+ * Request lines gathered for up to REQUEST_LINES_MS and handed to the destination in one write: the
+ * destination (sonic-boom) costs a buffer scan and often a write call per write, a few µs per line
+ * when written one by one. Gathering per event-loop turn left about one write per few requests at
+ * saturation; gathering for 10 ms measured 2 µs less CPU per request (`npm run bench` layout, three
+ * alternating runs). Shutdown hands pending lines over at once (flushLogger).
  */
+const REQUEST_LINES_MS = 10;
+
 class RequestLines {
   private pending: string[] = [];
   private scheduled = false;
@@ -84,7 +88,7 @@ class RequestLines {
     this.pending.push(line);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      setTimeout(this.flush, REQUEST_LINES_MS);
     }
   }
 

@@ -55,10 +55,11 @@ export async function startTestSidecar(opts: {
   };
   const file = join(dir, 'sidecar.yaml');
   writeFileSync(file, stringify(config));
+  // One entry per line: request lines reach the destination several to a write.
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
-      logs.push(chunk.toString());
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(line);
       cb();
     },
   });

@@ -83,7 +83,9 @@ t.test('requests inside an intercepted tunnel carry its CONNECT request id; its 
   t.equal(closed.outcome, 'intercepted');
   t.ok((closed.bytes_in as number) > 300, 'TLS handshake and the request from the agent counted');
   t.ok((closed.bytes_out as number) > 1000, 'certificate and answer towards the agent counted');
-  const logged = fx.sc.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => ids.includes(l.request_id as string));
+  const loggedNow = () => fx.sc.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => ids.includes(l.request_id as string));
+  await eventually(async () => loggedNow().length === ids.length);
+  const logged = loggedNow();
   t.same(
     logged.map((l) => l.tunnel_id),
     tunnelIds,
