@@ -13,9 +13,9 @@
  * whose lock is removed or replaced anyway finds so within a refresh and reports it (`onLost`).
  */
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { Stats } from 'node:fs';
 import { link, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { errorReason } from '../errors.js';
 
