@@ -13,6 +13,7 @@ import { Interceptor } from './ingress/intercept.js';
 import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
+import { type ConfigDrift, configDrift } from './runtime/config-drift.js';
 import { PolicyReloader } from './runtime/reloader.js';
 import type { Generation, Runtime } from './runtime/types.js';
 import { createLogger, flushLogger, type Logger } from './telemetry/logger.js';
@@ -144,6 +145,22 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     onResult: (ok) => metrics.policyReloads.inc({ result: ok ? 'success' : 'failure' }),
   });
   await reloader.start();
+  /** A reload asked for (SIGHUP, POST /reload) also says what in the configuration file waits for a restart. */
+  const checkConfigFile = async (reason: string): Promise<ConfigDrift | undefined> => {
+    if (!loaded.fromFile) return undefined;
+    const drift = await configDrift(loaded, env);
+    metrics.configRestartPending.set(drift.kind === 'same' ? 0 : 1);
+    if (drift.kind === 'changed') {
+      logger.warn({ reason, file: loaded.file, sections: drift.sections }, 'sidecar configuration file changed; these sections take effect at the next restart');
+    } else if (drift.kind === 'invalid') {
+      logger.error({ reason, file: loaded.file, problems: drift.problems }, 'sidecar configuration file does not load now; the configuration in service stays, and a restart would fail');
+    }
+    return drift;
+  };
+  const reloadAll = async (reason: string) => {
+    const [ok, drift] = await Promise.all([reloader.reload(reason), checkConfigFile(reason)]);
+    return { ok, drift };
+  };
 
   const handler = createRequestHandler(rt);
   const sockets = new Set<Socket>();
@@ -227,11 +244,11 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         res.end('reload is only accepted from loopback\n');
         return;
       }
-      reloader
-        .reload('admin endpoint')
-        .then((ok) => {
+      reloadAll('admin endpoint')
+        .then(({ ok, drift }) => {
           res.writeHead(ok ? 200 : 422, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ reloaded: ok, generation: generation?.id }));
+          const restart = drift?.kind === 'changed' ? { restartNeededFor: drift.sections } : drift?.kind === 'invalid' ? { configFileInvalid: true } : {};
+          res.end(JSON.stringify({ reloaded: ok, generation: generation?.id, ...restart }));
         })
         .catch(() => {
           res.writeHead(500);
@@ -295,7 +312,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     adminPort,
     proxyUrl: urlOf(config.proxy.listen, proxyPort),
     adminUrl: urlOf(config.admin.listen, adminPort),
-    reload: (reason = 'api') => reloader.reload(reason),
+    reload: async (reason = 'api') => (await reloadAll(reason)).ok,
     close,
   };
 }

@@ -16,8 +16,9 @@ Environment:
   AGENTWRIT_SIDECAR_CONFIG   configuration file, when --config is not given
   AGENTWRIT_BROKER_URL       overrides broker.url from the configuration
 
-Signals: SIGHUP reloads policies; SIGTERM/SIGINT drain in-flight requests (shutdown.grace),
-flush the audit log and exit 0.
+Signals: SIGHUP reloads policies (and warns when this configuration file changed: it applies at
+the next restart); SIGTERM/SIGINT drain in-flight requests (shutdown.grace), flush the audit log
+and exit 0.
 `;
 
 export async function runServeCommand(argv: string[]): Promise<number> {

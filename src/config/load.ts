@@ -19,6 +19,8 @@ export interface LoadedConfig {
   /** Absolute path of the config file (or the name given to resolveSidecarConfig). */
   file: string;
   baseDir: string;
+  /** Set when `file` was read from disk (loadSidecarConfig), so it can be read again. */
+  fromFile?: true;
 }
 
 export const BROKER_URL_ENV = 'AGENTWRIT_BROKER_URL';
@@ -34,7 +36,7 @@ export async function loadSidecarConfig(file: string, env: NodeJS.ProcessEnv = p
   const parsed = parseYaml(file, text);
   if (parsed.problems.length > 0) throw new ConfigError(parsed.problems);
   const loaded = validateConfig(parsed.value, dirname(abs), file, env, parsed.positions);
-  return { ...loaded, file: abs };
+  return { ...loaded, file: abs, fromFile: true };
 }
 
 /** Same validation from an in-memory object (used by `dev` and tests); file name used only in messages. */

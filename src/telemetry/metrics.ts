@@ -70,6 +70,11 @@ export class Metrics {
     help: 'Number of the configuration generation in service.',
     registers: [this.registry],
   });
+  readonly configRestartPending = new Gauge({
+    name: 'agentwrit_sidecar_config_restart_pending',
+    help: 'As of the last reload asked for: 1 when the sidecar configuration file differs from the configuration in service (or does not load), which only a restart applies.',
+    registers: [this.registry],
+  });
   readonly policyRoutes = new Gauge({
     name: 'agentwrit_sidecar_policy_routes',
     help: 'Routes in the configuration generation in service.',

@@ -183,3 +183,27 @@ t.test('one writer per audit log: a second sidecar on it is refused; after a cra
   t.ok(report.ok, 'one chain across both writers');
   t.notOk(existsSync(join(dir, '.audit.jsonl.lock')), 'released at exit');
 });
+
+t.test('SIGHUP after an edit of the configuration file says which sections wait for a restart', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-hup-'));
+  const p = await startProcess(dir);
+  t.teardown(() => {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  });
+  const file = join(dir, 'sidecar.yaml');
+  writeFileSync(file, readFileSync(file, 'utf8').replace('grace: 5s', 'grace: 9s'));
+  p.child.kill('SIGHUP');
+  let line: string | undefined;
+  for (let i = 0; i < 100 && !line; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    line = p.out
+      .join('')
+      .split('\n')
+      .find((l) => l.includes('take effect at the next restart'));
+  }
+  t.match(JSON.parse(line ?? '{}'), { level: 'warn', reason: 'SIGHUP', sections: ['shutdown'] });
+  const metrics = await (await request(`${p.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_config_restart_pending 1$/m);
+  p.child.kill('SIGTERM');
+  t.equal(await p.exited, 0, 'still running until asked to stop');
+});
