@@ -101,7 +101,15 @@ if ('error' in found) {
     t.equal(helm.template({ set: [...set, 'broker.tls.caKey='] }).stdout.includes('caFile'), false, 'caKey "" trusts the system CAs only');
     const plain = helm.template({ set: ['broker.url=http://agentwrit-broker:8080', 'broker.tls.secretName=broker-client-tls'] });
     t.not(plain.status, 0);
-    t.match(plain.stderr, /broker\.tls\.secretName needs an https:\/\/ broker\.url/);
+    t.match(plain.stderr, /broker\.tls\.secretName needs an https:\/\/ broker\.url or broker\.jwksUrl/);
+    const jwksOnly = helm.template({
+      set: ['broker.verify=offline', 'broker.jwksUrl=https://agentwrit-broker.agentwrit.svc:8443/.well-known/jwks.json', 'broker.tls.secretName=broker-client-tls'],
+    });
+    t.equal(jwksOnly.status, 0, 'an https JWKS URL alone is enough: the TLS files apply to it', { stderr: jwksOnly.stderr });
+    const jwksData = parseManifests(jwksOnly.stdout)
+      .map((o) => (o as { data?: Record<string, string> }).data)
+      .find((d) => d?.['config.yaml'] !== undefined);
+    t.match(SidecarConfigSchema.parse(parseYaml(jwksData?.['config.yaml'] ?? '')).broker, { clientCertFile: /tls\.crt$/, caFile: /ca\.crt$/ });
   });
 }
 

@@ -41,8 +41,8 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 {{- $tls := get $b "tls" | default dict }}
 {{- $_ := unset $b "tls" }}
 {{- if get $tls "secretName" }}
-{{- if not (hasPrefix "https://" (get $b "url" | default "")) }}
-{{- fail "broker.tls.secretName needs an https:// broker.url" }}
+{{- if not (or (hasPrefix "https://" (get $b "url" | default "")) (hasPrefix "https://" (get $b "jwksUrl" | default ""))) }}
+{{- fail "broker.tls.secretName needs an https:// broker.url or broker.jwksUrl" }}
 {{- end }}
 {{- $_ := set $b "clientCertFile" (printf "%s/tls.crt" $paths.brokerTlsDir) }}
 {{- $_ := set $b "clientKeyFile" (printf "%s/tls.key" $paths.brokerTlsDir) }}
