@@ -94,7 +94,12 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     rotateKeep: config.audit.rotateKeep,
     lock: {
       onWait: (holder) => logger.warn({ path: config.audit.path, holder }, 'audit log is locked by another writer; waiting to see whether it is still alive'),
-      onLost: (reason) => logger.error({ path: config.audit.path, reason }, 'audit log lock lost: another process may be writing this audit log'),
+      onLost: (reason) =>
+        logger.error(
+          { path: config.audit.path, reason },
+          'audit log lock lost to another writer: this sidecar stopped writing the audit log and refuses requests (with audit.onFailure closed) until restarted',
+        ),
+      onRestored: () => logger.warn({ path: config.audit.path }, 'audit log lock file was removed; created it again'),
     },
     onWriteError: (err) => {
       metrics.auditWriteErrors.inc();
@@ -292,7 +297,14 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       interceptor.close();
       for (const s of sockets) s.destroy();
       await forwarder.close();
-      await audit.close();
+      // An audit log that cannot be completed is reported, after everything else is closed.
+      let auditError: Error | undefined;
+      try {
+        await audit.close();
+      } catch (e) {
+        auditError = e instanceof Error ? e : new Error(String(e));
+        logger.error({ err: auditError.message }, 'audit log not completed at shutdown');
+      }
       await verifier.close();
       await generation?.connectors.dispose();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
@@ -301,6 +313,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       const head = audit.head();
       logger.info({ inflight: metrics.inflightRequests, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
       flushLogger(logger);
+      if (auditError) throw auditError;
     })();
     return closing;
   };

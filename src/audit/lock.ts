@@ -9,8 +9,9 @@
  * writer crashed moments ago, as when a container restarts) is taken over; one that is refreshed
  * has a live writer, and opening fails with who holds it. A holder on this host whose process no
  * longer exists is taken over at once. Taking over removes only the abandoned lock it looked at
- * (removeAbandoned), so two writers taking over at once do not both end up holding it; a writer
- * whose lock is removed or replaced anyway finds so within a refresh and reports it (`onLost`).
+ * (removeAbandoned), so two writers taking over at once do not both end up holding it. A writer
+ * whose lock was removed creates it again (`onRestored`); one whose lock is someone else's finds so
+ * within a refresh and reports it (`onLost`): the audit sink then stops writing (sink.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
@@ -24,8 +25,10 @@ export interface AuditLockOptions {
   staleMs?: number;
   /** Told once when a fresh lock is found and watched, with its holder. */
   onWait?: (holder: string) => void;
-  /** Told once when the lock is found to be gone or someone else's. */
+  /** Told once when the lock is found to be someone else's: another writer is on this log. */
   onLost?: (reason: string) => void;
+  /** Told when the lock file was found removed and was created again (still the only writer). */
+  onRestored?: () => void;
 }
 
 export interface AuditLock {
@@ -93,6 +96,16 @@ export async function removeAbandoned(path: string, observed: Pick<Stats, 'ino' 
   await unlink(aside);
 }
 
+/** Creates the lock file with `content`; EEXIST when it exists. */
+async function createLock(path: string, content: string): Promise<void> {
+  const fh = await open(path, 'wx', 0o640);
+  try {
+    await fh.writeFile(content);
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function acquireAuditLock(logPath: string, opts: AuditLockOptions = {}): Promise<AuditLock> {
   const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
   const path = lockPathOf(logPath);
@@ -100,12 +113,7 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
   let watched: { mtimeMs: number; since: number } | undefined;
   for (;;) {
     try {
-      const fh = await open(path, 'wx', 0o640);
-      try {
-        await fh.writeFile(mine);
-      } finally {
-        await fh.close();
-      }
+      await createLock(path, mine);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`audit log ${logPath}: cannot create its lock file ${path}: ${errorReason(e)}`);
@@ -137,15 +145,24 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
 
   let lost = false;
   const refresh = async () => {
+    if (lost) return;
     try {
-      if ((await readFile(path, 'utf8')) !== mine) throw new Error('another writer holds it now');
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (e) {
+        if (!missing(e)) throw e;
+        // Removed by hand: no other writer has it, so take it again (an 'wx' race lost means one has).
+        await createLock(path, mine);
+        opts.onRestored?.();
+        return;
+      }
+      if (text !== mine) throw new Error(`another writer holds it now (${describe(parseHolder(text))})`);
       const now = new Date();
       await utimes(path, now, now);
     } catch (e) {
-      if (!lost) {
-        lost = true;
-        opts.onLost?.(`audit lock ${path} is no longer ours: ${missing(e) ? 'it was removed' : (e as Error).message}`);
-      }
+      lost = true;
+      opts.onLost?.(`audit lock ${path} is no longer ours: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'another writer created it' : (e as Error).message}`);
     }
   };
   const timer = setInterval(() => void refresh(), Math.max(50, Math.floor(staleMs / 5)));

@@ -46,7 +46,7 @@ export interface AuditSinkOptions {
   /** Rotated files kept (PATH.1 … PATH.N); default 5. */
   rotateKeep?: number;
   /** The writer lock (lock.ts): staleness, and what to say while waiting for it or once it is lost. */
-  lock?: Pick<AuditLockOptions, 'staleMs' | 'onWait' | 'onLost'>;
+  lock?: Pick<AuditLockOptions, 'staleMs' | 'onWait' | 'onLost' | 'onRestored'>;
 }
 
 /** How a file sink starts a new file: see "Rotation" above. */
@@ -150,6 +150,8 @@ class ChainedSink implements OpenedAuditSink {
   private waiters: Waiter[] = [];
   private closed = false;
   private closing: Promise<void> | null = null;
+  /** Set when another writer holds the log's lock: nothing more is written to it (see halt). */
+  private halted: Error | undefined;
 
   constructor(
     private out: Output,
@@ -172,6 +174,10 @@ class ChainedSink implements OpenedAuditSink {
       this.failed++;
       return false;
     }
+    if (this.halted) {
+      this.failed++;
+      return this.opts.onFailure === 'open';
+    }
     const full = this.depth() >= this.opts.maxQueue;
     if (this.opts.onFailure === 'closed' && (this.failing || full)) {
       this.failed++;
@@ -192,7 +198,22 @@ class ChainedSink implements OpenedAuditSink {
   }
 
   healthy(): boolean {
-    return !this.closed && !this.failing && this.depth() < this.opts.maxQueue;
+    return !this.closed && !this.failing && !this.halted && this.depth() < this.opts.maxQueue;
+  }
+
+  /**
+   * Another writer holds this log's lock: writing on would interleave two chains (and rotate its
+   * file away). Records not yet started are dropped and counted, a batch half written is finished
+   * so that no torn line is left, and the sink answers as a failing one from now on (503 with
+   * audit.onFailure closed; counted losses with open).
+   */
+  halt(reason: string): void {
+    if (this.halted || this.closed) return;
+    this.halted = new Error(reason);
+    this.failed += this.queue.length;
+    this.queue = [];
+    for (const w of this.waiters) w.reject(this.halted);
+    this.waiters = [];
   }
 
   queueDepth(): number {
@@ -210,6 +231,7 @@ class ChainedSink implements OpenedAuditSink {
   flush(): Promise<void> {
     const target = this.enqueued;
     if (this.done >= target) return Promise.resolve();
+    if (this.halted) return Promise.reject(this.halted);
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ target, resolve, reject });
       this.schedule(0);
@@ -241,6 +263,7 @@ class ChainedSink implements OpenedAuditSink {
   }
 
   private afterPump(): void {
+    if (this.halted && !this.pending) return;
     if (this.failing) {
       if (!this.closed) this.schedule(this.retryMs);
     } else if (this.waiters.length > 0) {
@@ -288,6 +311,11 @@ class ChainedSink implements OpenedAuditSink {
   private async pump(): Promise<void> {
     for (;;) {
       const p = this.pending;
+      if (this.halted && (!p || p.offset === 0)) {
+        if (p) this.failed += p.count;
+        this.pending = null;
+        return;
+      }
       try {
         if (!p) {
           if (this.queue.length === 0) return;
@@ -343,7 +371,7 @@ class ChainedSink implements OpenedAuditSink {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     let lastErr: Error | undefined;
-    for (let attempt = 1; attempt <= CLOSE_ATTEMPTS; attempt++) {
+    for (let attempt = 1; attempt <= CLOSE_ATTEMPTS && !this.halted; attempt++) {
       try {
         await this.pumping;
         await this.flush();
@@ -365,6 +393,9 @@ class ChainedSink implements OpenedAuditSink {
       await this.out.close();
     }
     await this.lock?.release().catch(() => {});
+    if (this.halted) {
+      throw new Error(`audit: writing stopped, ${this.failed} records not written: ${this.halted.message}`, { cause: this.halted });
+    }
     if (lastErr) {
       const lost = this.depth();
       this.failed += lost;
@@ -432,7 +463,14 @@ async function headOf(path: string): Promise<ChainHead | undefined> {
 export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAuditSink> {
   if (opts.path === '-') return new ChainedSink(stdoutOutput(), opts, { seq: 0, hash: GENESIS_HASH });
   const rotation = rotationFor(opts);
-  const lock = await acquireAuditLock(opts.path, opts.lock);
+  let sink: ChainedSink | undefined;
+  const lock = await acquireAuditLock(opts.path, {
+    ...opts.lock,
+    onLost: (reason) => {
+      sink?.halt(reason);
+      opts.lock?.onLost?.(reason);
+    },
+  });
   let fh: FileHandle;
   try {
     fh = await open(opts.path, 'a+', 0o640);
@@ -479,7 +517,8 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
       recovered = { truncatedBytes: tail.torn.bytes.length };
     }
     const bytes = (await fh.stat()).size;
-    return new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated, lock });
+    sink = new ChainedSink(out, opts, head, recovered, { bytes, rotation, continuesRotated, lock });
+    return sink;
   } catch (e) {
     await fh.close();
     await lock.release();

@@ -4,7 +4,7 @@
  * replaced under its writer is reported.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -87,6 +87,41 @@ t.test('a lock of a process of this host that no longer exists is taken over at 
   const sink = await openAuditSink(sinkOpts(log));
   t.ok(Date.now() - started < STALE / 2, 'no wait');
   await sink.close();
+});
+
+t.test('a lock file removed under its writer is created again', async (t) => {
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const events: string[] = [];
+  const lock = await acquireAuditLock(log, { staleMs: STALE, onLost: () => events.push('lost'), onRestored: () => events.push('restored') });
+  const content = readFileSync(lockPathOf(log), 'utf8');
+  unlinkSync(lockPathOf(log));
+  await new Promise((r) => setTimeout(r, STALE / 2));
+  t.same(events, ['restored']);
+  t.equal(readFileSync(lockPathOf(log), 'utf8'), content, 'ours again');
+  await lock.release();
+  t.notOk(existsSync(lockPathOf(log)));
+});
+
+t.test('a sink whose lock is taken by another writer stops writing and answers as failing', async (t) => {
+  for (const onFailure of ['closed', 'open'] as const) {
+    const dir = t.testdir({});
+    const log = join(dir, 'audit.jsonl');
+    const lost: string[] = [];
+    const sink = await openAuditSink({ ...sinkOpts(log), onFailure, lock: { staleMs: STALE, onLost: (r) => lost.push(r) } });
+    t.equal(sink.append({ type: 'request', time: 't', request_id: 'before' }), true);
+    await sink.flush();
+    writeFileSync(lockPathOf(log), '{"pid":2,"host":"intruder"}\n');
+    await new Promise((r) => setTimeout(r, STALE / 2));
+    t.equal(lost.length, 1, `${onFailure}: the loss is reported`);
+    t.equal(sink.healthy(), false, `${onFailure}: unhealthy from now on`);
+    t.equal(sink.append({ type: 'request', time: 't', request_id: 'after' }), onFailure === 'open', `${onFailure}: append answers as a failing sink`);
+    t.match(lost[0], /no longer ours: another writer holds it now \(pid 2 on intruder/);
+    await t.rejects(sink.close(), /audit: writing stopped, 1 records not written: .*another writer holds it now/);
+    const lines = readFileSync(log, 'utf8').trim().split('\n');
+    t.equal(lines.length, 1, `${onFailure}: nothing written after the loss`);
+    t.equal(readFileSync(lockPathOf(log), 'utf8'), '{"pid":2,"host":"intruder"}\n', "the other writer's lock is left alone");
+  }
 });
 
 t.test('a lock removed or replaced under its writer is reported once', async (t) => {

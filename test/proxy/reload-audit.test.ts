@@ -184,3 +184,29 @@ t.test('audit fail-closed: an unwritable audit log refuses requests with 503', a
   sink.healthy = realHealthy;
   t.equal((await request('http://api.example.com/customers/12345/billing', { dispatcher: agent })).statusCode, 200);
 });
+
+t.test('another writer taking the audit lock: the sidecar stops writing and refuses requests (fail closed)', async (t) => {
+  const { dir, sc } = await offlineSidecar('aws-lostlock-');
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const get = async () => {
+    const r = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+    return { status: r.statusCode, body: (await r.body.text()) as string };
+  };
+  t.equal((await get()).status, 200);
+  writeFileSync(join(dir, '.audit.jsonl.lock'), '{"pid":4242,"host":"other-pod","since":"x"}\n');
+  t.ok(await waitFor(async () => (await get()).status === 503, 5000), 'refused once the lock is seen to be lost (refresh every 2 s)');
+  await new Promise((r) => setTimeout(r, 100));
+  const before = readFileSync(sc.auditPath, 'utf8');
+  for (let i = 0; i < 3; i++) t.match(JSON.parse((await get()).body), { error_code: 'audit_unavailable' });
+  t.equal((await request(`${sc.adminUrl}/readyz`)).statusCode, 503, 'not ready');
+  const line = sc.logs.find((l) => l.includes('audit log lock lost'));
+  t.match(JSON.parse(line ?? '{}'), { level: 'error', reason: /another writer holds it now \(pid 4242 on other-pod/ });
+  await t.rejects(sc.close(), /audit: writing stopped/);
+  await t.rejects(request(`${sc.adminUrl}/healthz`), 'everything else closed all the same');
+  t.ok(sc.logs.some((l) => l.includes('"sidecar stopped"')));
+  const after = readFileSync(sc.auditPath, 'utf8');
+  t.equal(after, before, 'nothing more written to the other writer’s log, not even at shutdown');
+  t.equal(readFileSync(join(dir, '.audit.jsonl.lock'), 'utf8'), '{"pid":4242,"host":"other-pod","since":"x"}\n', "the other writer's lock is left");
+});
