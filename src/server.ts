@@ -107,6 +107,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     },
   });
   const counted = metrics.verifierObserver();
+  // A verifier that cannot start (say a missing key file) closes the audit log, releasing its lock.
   const verifier = await createTokenVerifier(config.broker, {
     observer: {
       ...counted,
@@ -116,6 +117,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         else logger.error({ file: detail.file, reason: detail.reason }, 'broker key file cannot be used; keeping the current keys');
       },
     },
+  }).catch(async (err) => {
+    await audit.close().catch(() => {});
+    throw err;
   });
   const forwarder = new Forwarder({
     connectTo: config.upstream.connectTo,

@@ -208,6 +208,17 @@ async function loadJwksKeys(file: string): Promise<FileKeys> {
   return new FileJwks(doc, file);
 }
 
+/** A key file that cannot be read at start: the error names the setting, the file and the errno. */
+async function named<T>(setting: string, file: string, opening: Promise<T>): Promise<T> {
+  try {
+    return await opening;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new Error(`${setting} ${file} cannot be read: ${code}`, { cause: e });
+    throw e;
+  }
+}
+
 /**
  * The key source the config names, or undefined when none is configured (pure online mode).
  * A key file is followed as it is replaced (key-file.ts), reporting through `events`; a JWKS URL is
@@ -218,8 +229,8 @@ export async function loadKeySource(
   transport: BrokerTransport | undefined,
   events?: KeyFileEvents,
 ): Promise<KeySource | undefined> {
-  if (broker.publicKeyFile) return KeyFile.open(broker.publicKeyFile, loadPemKeys, events);
-  if (broker.jwksFile) return KeyFile.open(broker.jwksFile, loadJwksKeys, events);
+  if (broker.publicKeyFile) return named('broker.publicKeyFile', broker.publicKeyFile, KeyFile.open(broker.publicKeyFile, loadPemKeys, events));
+  if (broker.jwksFile) return named('broker.jwksFile', broker.jwksFile, KeyFile.open(broker.jwksFile, loadJwksKeys, events));
   if (broker.jwksUrl) {
     if (!transport) throw new Error('broker.jwksUrl needs a broker transport');
     return new RemoteJwks(broker.jwksUrl, transport);

@@ -111,3 +111,11 @@ t.test('JWKS URL answering more than 256 KiB: not taken, refuses', async (t) => 
   t.equal(v.ready(), false);
   t.equal(await code(v.verify(token(otherKid))), 'broker_unavailable');
 });
+
+t.test('a key file that cannot be read at start: the setting, the file and the errno', async (t) => {
+  const dir = t.testdir({});
+  await t.rejects(createTokenVerifier(brokerConfig({ verify: 'offline', publicKeyFile: join(dir, 'missing.pem') })), {
+    message: `broker.publicKeyFile ${join(dir, 'missing.pem')} cannot be read: ENOENT`,
+  });
+  await t.rejects(createTokenVerifier(brokerConfig({ verify: 'offline', jwksFile: dir })), { message: `broker.jwksFile ${dir} cannot be read: EISDIR` });
+});

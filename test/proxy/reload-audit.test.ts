@@ -210,3 +210,16 @@ t.test('another writer taking the audit lock: the sidecar stops writing and refu
   t.equal(after, before, 'nothing more written to the other writer’s log, not even at shutdown');
   t.equal(readFileSync(join(dir, '.audit.jsonl.lock'), 'utf8'), '{"pid":4242,"host":"other-pod","since":"x"}\n', "the other writer's lock is left");
 });
+
+t.test('a start that fails after the audit log is open releases its lock', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aws-failstart-'));
+  await t.rejects(
+    startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: join(dir, 'missing.pem') }, dir }),
+    /broker\.publicKeyFile .*missing\.pem cannot be read: ENOENT/,
+  );
+  t.same(
+    readdirSync(dir).filter((f) => f.includes('lock')),
+    [],
+    'no lock left behind',
+  );
+});
