@@ -18,6 +18,7 @@ import type { Stats } from 'node:fs';
 import { link, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { errorReason } from '../errors.js';
 
 export interface AuditLockOptions {
@@ -74,7 +75,6 @@ function deadHere(h: Holder): boolean {
 }
 
 const missing = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * Removes the abandoned lock that was `observed`, and only that one: it is first renamed aside, so

@@ -28,6 +28,7 @@
 import { createHash } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord, ROTATED_TYPE } from './chain.js';
 import { type AuditLock, type AuditLockOptions, acquireAuditLock } from './lock.js';
 import { type ChainHead, readTail } from './tail.js';
@@ -123,8 +124,6 @@ function stdoutOutput(): Output {
 function asError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
-
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 class ChainedSink implements OpenedAuditSink {
   readonly recovered?: { truncatedBytes: number };

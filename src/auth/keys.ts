@@ -7,7 +7,7 @@ import { createHash, createPublicKey, KeyObject, type webcrypto } from 'node:cry
 import { readFile } from 'node:fs/promises';
 import { createRemoteJWKSet, customFetch, errors, type JWSHeaderParameters } from 'jose';
 import type { SidecarConfig } from '../config/schema.js';
-import { SidecarError } from '../errors.js';
+import { errorReason, SidecarError } from '../errors.js';
 import type { BrokerTransport } from './broker-transport.js';
 import { type FileKeys, KeyFile, type KeyFileEvents } from './key-file.js';
 
@@ -213,8 +213,8 @@ async function named<T>(setting: string, file: string, opening: Promise<T>): Pro
   try {
     return await opening;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new Error(`${setting} ${file} cannot be read: ${code}`, { cause: e });
+    // Parse errors already name the file; a failed system call (stat, open, read) is only an errno.
+    if ((e as NodeJS.ErrnoException).syscall) throw new Error(`${setting} ${file} cannot be read: ${errorReason(e)}`, { cause: e });
     throw e;
   }
 }
