@@ -9,11 +9,9 @@
  * Run alone: node dist/bench/https.js (BENCH_SECONDS, default 10).
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SignJWT } from 'jose';
@@ -21,7 +19,7 @@ import { Pool, ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
 import { generateEphemeralCa } from '../tls/ca.js';
 import { LeafCache } from '../tls/leaf.js';
-import { fixedRate, freePort, logPipe, pinned, quantile, waitReady } from './load.js';
+import { fixedRate, freePort, logPipe, pinned, quantile, scratch, waitLine, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -51,21 +49,6 @@ export interface HttpsBenchResult {
   knownHostRequestMs: number;
 }
 
-function firstLine(child: ChildProcess, what: string): Promise<string> {
-  return new Promise((resolveP, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error(`${what} did not start: ${buf}`)), 15_000);
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(t);
-        resolveP(buf.slice(0, nl).trim());
-      }
-    });
-    child.once('exit', () => reject(new Error(`${what} exited: ${buf}`)));
-  });
-}
 
 
 
@@ -92,14 +75,14 @@ async function coldRequest(proxyUrl: string, token: string, ca: string, url: str
 }
 
 export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBenchResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'agentwrit-bench-https-'));
+  const work = scratch('agentwrit-bench-https-');
+  const dir = work.dir;
   const upstreamCaFile = join(dir, 'upstream-ca.crt');
   const [ucmd, uargs] = pinned(0, [process.execPath, SELF, '--upstream', upstreamCaFile]);
-  const upstream = spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const children: ChildProcess[] = [upstream];
+  const upstream = work.spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const closers: (() => void)[] = [];
   try {
-    const upPort = Number(await firstLine(upstream, 'upstream'));
+    const upPort = Number((await waitLine(upstream, (l) => /^\d+$/.test(l.trim()), 'upstream')).trim());
     const upstreamCa = readFileSync(upstreamCaFile, 'utf8');
 
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -142,9 +125,8 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
     );
     const [scmd, sargs] = pinned(1, [process.execPath, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
     const log = await logPipe(dir); // the log, at the default level, down a pipe read elsewhere
-    const sidecar = spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+    work.spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
     closers.push(log.close);
-    children.push(sidecar);
     await waitReady(adminPort);
     // Let start-up work (the leaf code warm-up) finish: this measures a sidecar in service.
     await new Promise((r) => setTimeout(r, 1000));
@@ -205,7 +187,7 @@ export async function runHttpsBench(opts: { seconds: number }): Promise<HttpsBen
       knownHostRequestMs: quantile(knownHost, 0.5),
     };
   } finally {
-    for (const c of children) c.kill('SIGTERM');
+    await work.stop(); // the log reader drains the sidecar's last lines, so it is closed after
     for (const close of closers) close();
   }
 }

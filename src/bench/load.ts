@@ -1,6 +1,7 @@
 /** Pieces shared by the benchmarks: ports, readiness, the open-loop load generator. */
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { request } from 'undici';
@@ -114,4 +115,66 @@ export async function logPipe(dir: string): Promise<{ fd: number; close(): void 
       reader.kill();
     },
   };
+}
+
+/**
+ * A bench part's temporary directory and child processes. stop() ends the children, waits for
+ * them (a sidecar finishes its audit log first) and removes the directory, audit log included;
+ * if the bench fails before that, the same happens, without the wait, when this process exits.
+ */
+export interface Scratch {
+  dir: string;
+  spawn(cmd: string, args: string[], opts: SpawnOptions): ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function scratch(prefix: string): Scratch {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const children: ChildProcess[] = [];
+  const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+  const atExit = () => {
+    for (const c of children) if (running(c)) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('exit', atExit);
+  return {
+    dir,
+    spawn(cmd, args, opts) {
+      const child = spawn(cmd, args, opts);
+      children.push(child);
+      return child;
+    },
+    async stop() {
+      await Promise.all(
+        children.filter(running).map(
+          (c) =>
+            new Promise<void>((done) => {
+              c.once('exit', () => done());
+              c.kill('SIGTERM');
+            }),
+        ),
+      );
+      process.off('exit', atExit);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The first line of a child's stdout that `pred` accepts; fails if it exits or takes 15 s. */
+export async function waitLine(child: ChildProcess, pred: (line: string) => boolean, what: string): Promise<string> {
+  return new Promise((resolveP, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error(`${what} did not start: ${buf}`)), 15_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (const l of buf.split('\n')) {
+        if (pred(l)) {
+          clearTimeout(t);
+          resolveP(l);
+          return;
+        }
+      }
+    });
+    child.once('exit', () => reject(new Error(`${what} exited: ${buf}`)));
+  });
 }

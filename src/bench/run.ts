@@ -10,16 +10,15 @@
  * measured windows back to back (the second shows where the first was still warming up). Before
  * all of that, three requests in a row time a freshly started sidecar.
  */
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Agent, Pool, request } from 'undici';
 import { stringify } from 'yaml';
 import { issueAgentToken } from '../broker/client.js';
 import { formatHttpsBench, runHttpsBench } from './https.js';
-import { fixedRate, freePort, has, logPipe, pinned, waitReady } from './load.js';
+import { fixedRate, freePort, has, logPipe, pinned, scratch, waitLine, waitReady } from './load.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const MAIN = resolve(here, '../cli/main.js');
@@ -39,27 +38,9 @@ function rssKb(pid: number): number {
   return m ? Number(m[1]) : 0;
 }
 
-async function waitLine(child: ReturnType<typeof spawn>, pred: (line: string) => boolean, what: string): Promise<string> {
-  return new Promise((resolveP, reject) => {
-    let buf = '';
-    const t = setTimeout(() => reject(new Error(`${what} did not start: ${buf}`)), 15_000);
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const l of buf.split('\n')) {
-        if (pred(l)) {
-          clearTimeout(t);
-          resolveP(l);
-          return;
-        }
-      }
-    });
-    child.once('exit', () => reject(new Error(`${what} exited: ${buf}`)));
-  });
-}
-
 const execFileAsync = promisify(execFile);
 
-/** Asynchronous on purpose: the broker the sidecar revalidates against lives in this process. */
+/** Asynchronous on purpose: the RSS sampler keeps running in this process meanwhile. */
 async function wrk(url: string, lua: string, dir: string): Promise<number> {
   const script = join(dir, `wrk-${Math.random().toString(36).slice(2)}.lua`);
   writeFileSync(script, lua);
@@ -80,15 +61,16 @@ async function main(): Promise<void> {
   // This process (the latency generator) belongs on CPU 0 too, away from
   // the sidecar's core; threads started later inherit the main thread's affinity.
   if (has('taskset')) spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
-  const dir = mkdtempSync(join(tmpdir(), 'agentwrit-bench-'));
+  const work = scratch('agentwrit-bench-');
+  const dir = work.dir;
   const [ucmd, uargs] = pinned(0, [process.execPath, join(here, 'upstream-server.js')]);
-  const upstream = spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const upstream = work.spawn(ucmd, uargs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const upPort = Number((await waitLine(upstream, (l) => /^\d+$/.test(l.trim()), 'upstream')).trim());
 
   // The broker in a process of its own, as a real one is: its revalidation answers (every 1.5 s,
   // refreshed ahead of revalidateAfter) are not work of the latency generator's process.
   const [bcmd0, bargs0] = pinned(0, [process.execPath, MAIN, 'broker', '--listen', '127.0.0.1:0', '--public-key-out', join(dir, 'broker.pem'), '--log-level', 'warn']);
-  const broker = spawn(bcmd0, bargs0, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, AA_ADMIN_SECRET: 'bench-admin-secret' } });
+  const broker = work.spawn(bcmd0, bargs0, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, AA_ADMIN_SECRET: 'bench-admin-secret' } });
   const brokerUrl = /AgentWrit v1 API on (\S+)/.exec(await waitLine(broker, (l) => l.includes('AgentWrit v1 API on'), 'broker'))?.[1] as string;
   const token = await issueAgentToken(brokerUrl, 'bench-admin-secret', ['read:billing:customer-12345']);
 
@@ -117,7 +99,7 @@ async function main(): Promise<void> {
   const [scmd, sargs] = pinned(1, [process.env.BENCH_SIDECAR_NODE ?? process.execPath, ...nodeArgs, MAIN, 'serve', '--config', join(dir, 'sidecar.yaml')]);
   // Its log (one line per request at the default level) goes down a pipe read by another process.
   const log = await logPipe(dir);
-  const sidecar = spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
+  const sidecar = work.spawn(scmd, sargs, { stdio: ['ignore', log.fd, 'inherit'], env: { ...process.env, BILLING_API_KEY: 'bench-upstream-key' } });
   await waitReady(adminPort);
   const idleRss = rssKb(sidecar.pid as number);
 
@@ -171,7 +153,7 @@ async function main(): Promise<void> {
 
   // The same request through a bare node:http + undici forwarder on the same core.
   const [bcmd, bargs] = pinned(1, [process.execPath, join(here, 'bare-forwarder.js'), String(upPort)]);
-  const bare = spawn(bcmd, bargs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const bare = work.spawn(bcmd, bargs, { stdio: ['ignore', 'pipe', 'inherit'] });
   const barePort = Number((await waitLine(bare, (l) => /^\d+$/.test(l.trim()), 'bare forwarder')).trim());
   await wrk(`http://127.0.0.1:${barePort}${path}`, proxyLua, dir);
   const bareCpuBefore = cpuMicros(bare.pid as number);
@@ -200,10 +182,8 @@ async function main(): Promise<void> {
   );
   await direct.close();
   await viaProxy.close();
-  sidecar.kill('SIGTERM');
+  await work.stop(); // before the log reader goes: the sidecar's last lines go down its pipe
   log.close();
-  upstream.kill('SIGTERM');
-  broker.kill('SIGTERM');
 
   process.stdout.write(formatHttpsBench(await runHttpsBench({ seconds: DURATION })));
   // The token cache is measured in its own process: heap figures need --expose-gc and a quiet heap.

@@ -3,7 +3,7 @@
  * development broker, the sidecar in hybrid mode verifying against it, the shipped policies and a
  * sample upstream standing in for api.example.com. Prints a walkthrough; Ctrl-C stops everything.
  */
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startBroker } from '../broker/index.js';
@@ -26,7 +26,8 @@ Options:
   --admin-port N      default 15100
   --upstream-port N   default 9000
   --policies DIR      default: the shipped policies/ directory
-  --dir DIR           where keys, audit logs and state go (default: a new temp directory)
+  --dir DIR           where keys, audit logs and state go, kept after stop (default: a new
+                      temporary directory, removed on stop)
   --admin-secret S    broker admin secret (default: env AGENTWRIT_ADMIN_SECRET or "dev-admin-secret")
   --quiet             do not print request logs
 `;
@@ -43,6 +44,8 @@ export interface DevEnvironment {
   upstreamPort: number;
   adminSecret: string;
   dir: string;
+  /** True when `dir` is a temporary directory of this run's own, removed by close(). */
+  dirIsTemporary: boolean;
   auditPath: string;
   brokerStatePath: string;
   close(): Promise<void>;
@@ -63,14 +66,25 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
   if (problem !== undefined) {
     throw new Error(`${problem} (see --help)`);
   }
-  const dir = resolve(flagString(args, 'dir') ?? mkdtempSync(join(tmpdir(), 'agentwrit-dev-')));
+  const given = flagString(args, 'dir');
+  const dir = given === undefined ? mkdtempSync(join(tmpdir(), 'agentwrit-dev-')) : resolve(given);
   mkdirSync(dir, { recursive: true });
+  // A temporary directory holds the broker's signing key and the logs of this run only.
+  const removeTemporary = () => {
+    if (given === undefined) rmSync(dir, { recursive: true, force: true });
+  };
   const adminSecret = flagString(args, 'admin-secret') ?? process.env.AGENTWRIT_ADMIN_SECRET ?? 'dev-admin-secret';
   const policies = resolve(flagString(args, 'policies') ?? new URL('../../policies', import.meta.url).pathname);
   const upstreamPort = port(args, 'upstream-port', 9000);
   const brokerStatePath = join(dir, 'broker-state.json');
 
-  const upstream = await startSampleUpstream('127.0.0.1', upstreamPort);
+  let upstream: Awaited<ReturnType<typeof startSampleUpstream>>;
+  try {
+    upstream = await startSampleUpstream('127.0.0.1', upstreamPort);
+  } catch (err) {
+    removeTemporary();
+    throw err;
+  }
   let broker: Awaited<ReturnType<typeof startBroker>>;
   try {
     broker = await startBroker({
@@ -82,6 +96,7 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
     });
   } catch (err) {
     await upstream.close();
+    removeTemporary();
     throw err;
   }
   // The demo's upstream credential: made up here, handed to the sidecar the way a Secret would be.
@@ -111,17 +126,23 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
       upstreamPort: upstream.port,
       adminSecret,
       dir,
+      dirIsTemporary: given === undefined,
       auditPath,
       brokerStatePath,
       close: async () => {
-        await sidecar.close();
-        await broker.close();
-        await upstream.close();
+        try {
+          await sidecar.close();
+          await broker.close();
+          await upstream.close();
+        } finally {
+          removeTemporary();
+        }
       },
     };
   } catch (err) {
     await broker.close();
     await upstream.close();
+    removeTemporary();
     throw err;
   }
 }
@@ -133,7 +154,7 @@ agentwrit-sidecar embedded default is running (development only)
   broker    ${e.brokerUrl}   (development AgentWrit-compatible broker, admin secret "${e.adminSecret}")
   sidecar   ${e.proxyUrl}   proxy     |  ${e.adminUrl}  admin (/metrics /healthz /readyz)
   upstream  api.example.com -> 127.0.0.1:${e.upstreamPort}   (sample API; shows the credential it received)
-  files     ${e.dir}
+  files     ${e.dir}${e.dirIsTemporary ? '   (removed on stop; --dir DIR keeps them)' : ''}
 
 1. Get an agent token for customer 12345 (admin auth, launch token, challenge, signed registration):
 

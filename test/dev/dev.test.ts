@@ -4,10 +4,12 @@
  * with SIGINT.
  */
 import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
+import { tempDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
 const MAIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
@@ -22,7 +24,9 @@ function freePort(): Promise<number> {
 }
 
 t.test('npm run demo: every step behaves as stated and it exits 0', async (t) => {
-  const { stdout } = await run(process.execPath, [MAIN, 'demo'], { timeout: 60_000 });
+  const tmp = tempDir('aws-demo-');
+  const { stdout } = await run(process.execPath, [MAIN, 'demo'], { timeout: 60_000, env: { ...process.env, TMPDIR: tmp } });
+  t.same(readdirSync(tmp), [], 'its temporary directory is gone');
   const steps = stdout.split('\n').filter((l) => /^(PASS|FAIL) /.test(l));
   t.equal(steps.length, 11, 'eleven steps');
   t.same(
@@ -35,10 +39,13 @@ t.test('npm run demo: every step behaves as stated and it exits 0', async (t) =>
   t.match(stdout, /PASS 10 +401 .*revocation/);
 });
 
-t.test('dev: the walkthrough commands work, Ctrl-C stops everything', async (t) => {
+t.test('dev: the walkthrough commands work, Ctrl-C stops everything and removes its files', async (t) => {
   const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const tmp = tempDir('aws-dev-');
+  const devEnv = { ...process.env, TMPDIR: tmp };
   const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: devEnv,
   });
   let out = '';
   child.stdout.on('data', (d: Buffer) => {
@@ -51,6 +58,9 @@ t.test('dev: the walkthrough commands work, Ctrl-C stops everything', async (t) 
   const until = Date.now() + 20_000;
   while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   t.match(out, /development/);
+  const files = /files +(\S+) +\(removed on stop; --dir DIR keeps them\)/.exec(out)?.[1] ?? '';
+  t.ok(files.startsWith(join(tmp, 'agentwrit-dev-')), 'a temporary directory of its own');
+  t.ok(existsSync(join(files, 'sidecar-audit.jsonl')), 'the audit log is there while it runs');
   t.match(out, new RegExp(`http_proxy=http://agent:\\$TOKEN@127\\.0\\.0\\.1:${p} curl`));
   // As the walkthrough prints it: npx runs the package's own bin, which needs its executable bit.
   const { stdout: token } = await run('npx', ['agentwrit-sidecar', 'token', '--broker', `http://127.0.0.1:${b}`, '--admin-secret', 'dev-admin-secret', '--scope', 'read:billing:customer-12345'], {
@@ -65,14 +75,37 @@ t.test('dev: the walkthrough commands work, Ctrl-C stops everything', async (t) 
   t.equal((JSON.parse(refused) as { error_code: string }).error_code, 'scope_violation');
 
   // A second dev on the same ports: a clear message, not a stack trace.
-  const second = await run(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)]).catch(
-    (e: { code: number; stderr: string }) => e,
-  );
+  const second = await run(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
+    env: devEnv,
+  }).catch((e: { code: number; stderr: string }) => e);
   t.equal((second as { code: number }).code, 1);
   t.match((second as { stderr: string }).stderr, /already in use/);
+  t.same(readdirSync(tmp), [files.slice(tmp.length + 1)], 'the refused start left no directory');
 
   child.kill('SIGINT');
   t.equal(await exited, 0);
+  t.same(readdirSync(tmp), [], 'stopping removed the temporary directory');
+});
+
+t.test('dev --dir DIR: the files stay after stop', async (t) => {
+  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const dir = join(tempDir('aws-devdir-'), 'keep');
+  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--dir', dir, '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const until = Date.now() + 20_000;
+  while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.match(out, new RegExp(`files +${dir}\n`), 'no removal notice');
+  child.kill('SIGINT');
+  t.equal(await exited, 0);
+  for (const f of ['sidecar-audit.jsonl', 'broker-public.pem', 'broker-signing.key']) t.ok(existsSync(join(dir, f)), `${f} kept`);
+  const verified = await run(process.execPath, [MAIN, 'audit', 'verify', join(dir, 'sidecar-audit.jsonl')]);
+  t.match(verified.stdout, /^ok: [1-9]\d* records, chain intact/);
 });
 
 t.test('token: usage errors are explained', async (t) => {

@@ -3,13 +3,13 @@
  * (HTTPS with their own CA, and plain HTTP) reached through upstream.connectTo under real-looking
  * names, and the interception CA written where agents would read it.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type EchoUpstreams, startEchoUpstreams } from './https-upstream.js';
 import { startTestSidecar, type TestSidecar } from './sidecar.js';
 import { makeKey, signToken, type TestKey } from './tokens.js';
+import { tempDir } from './tmp.js';
 
 export const SECRET = 'sk-live-billing-SECRET-123';
 export const ALL_SCOPES = ['read:billing:customer-12345', 'read:chat:lobby', 'read:any:*', 'read:many:*', 'tunnel:pass:any'];
@@ -32,7 +32,7 @@ export interface HttpsFixture {
 type Routes = Record<string, unknown>[];
 
 export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; extraRoutes?: Routes | ((up: EchoUpstreams) => Routes) } = {}): Promise<HttpsFixture> {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-https-'));
+  const dir = tempDir('aws-https-');
   const up = await startEchoUpstreams(dir);
   const key = await makeKey();
   const keyFile = join(dir, 'broker.pem');

@@ -1,12 +1,12 @@
 /** Starts a real sidecar in-process on loopback ports with a config and policies written to a temp dir. */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { loadSidecarConfig } from '../../src/config/load.js';
 import { type SidecarHandle, startSidecar } from '../../src/server.js';
 import { createLogger } from '../../src/telemetry/logger.js';
+import { tempDir } from './tmp.js';
 
 export interface TestSidecar extends SidecarHandle {
   dir: string;
@@ -37,7 +37,7 @@ export async function startTestSidecar(opts: {
   env?: NodeJS.ProcessEnv;
   dir?: string;
 }): Promise<TestSidecar> {
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'aws-sidecar-'));
+  const dir = opts.dir ?? tempDir('aws-sidecar-');
   const policies = opts.policies ?? [BILLING_POLICY];
   const policyDir = join(dir, 'policies');
   mkdirSync(policyDir, { recursive: true });

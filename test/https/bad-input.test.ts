@@ -4,16 +4,15 @@
  * CA from a directory made by `ca init` and has a short idle timeout and a small leaf cache.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { ProxyAgent, request } from 'undici';
 import { initCaDir } from '../../src/tls/ca.js';
 import { connectRequest, eventually, rawRequest, startHttpsFixture } from '../helpers/https-fixture.js';
+import { tempDir } from '../helpers/tmp.js';
 
-const caDir = join(mkdtempSync(join(tmpdir(), 'aws-ca-')), 'ca');
+const caDir = join(tempDir('aws-ca-'), 'ca');
 const ca = await initCaDir(caDir);
 const fx = await startHttpsFixture({ tls: { caDir, tunnelIdleTimeout: '400ms', leafCacheSize: 20 } });
 t.teardown(() => fx.close());

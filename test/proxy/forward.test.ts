@@ -12,13 +12,14 @@ import { Pool, ProxyAgent, request } from 'undici';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { type Received, startUpstream } from '../helpers/upstream.js';
 import { startTestSidecar } from '../helpers/sidecar.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
 const SECRET = 'sk-live-billing-SECRET-123';
 
 const key = await makeKey();
 const upstream = await startUpstream();
-const dirKey = join(process.env.TMPDIR ?? '/tmp', `aws-key-${process.pid}.pem`);
+const dirKey = join(tempDir('aws-fwd-'), 'broker-public.pem');
 writeFileSync(dirKey, key.publicPem);
 const sc = await startTestSidecar({
   upstreamPort: upstream.port,

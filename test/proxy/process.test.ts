@@ -3,8 +3,7 @@
  * Covers the secret-leak scan over everything the process wrote, and SIGTERM draining.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { Pool, ProxyAgent, request } from 'undici';
@@ -14,6 +13,7 @@ import { BILLING_POLICY } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startValidateBroker } from '../helpers/validate-broker.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const MAIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
 const SECRET = 'sk-live-LEAKCHECK-7f3a9c';
@@ -76,7 +76,7 @@ async function startProcess(dir: string): Promise<Proc> {
 }
 
 t.test('no token or secret appears in logs, audit, metrics or error bodies', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-leak-'));
+  const dir = tempDir('aws-leak-');
   const p = await startProcess(dir);
   const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
   const other = await makeKey();
@@ -128,7 +128,7 @@ t.test('no token or secret appears in logs, audit, metrics or error bodies', asy
 });
 
 t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-drain-'));
+  const dir = tempDir('aws-drain-');
   upstream.handlers.set('/customers/777', (_r, res) => {
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'text/plain' });
@@ -156,7 +156,7 @@ t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', a
 });
 
 t.test('one writer per audit log: a second sidecar on it is refused; after a crash the next one takes over', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-lock-'));
+  const dir = tempDir('aws-lock-');
   const first = await startProcess(dir);
   t.teardown(() => {
     if (first.child.exitCode === null) first.child.kill('SIGKILL');
@@ -185,7 +185,7 @@ t.test('one writer per audit log: a second sidecar on it is refused; after a cra
 });
 
 t.test('SIGHUP after an edit of the configuration file says which sections wait for a restart', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-hup-'));
+  const dir = tempDir('aws-hup-');
   const p = await startProcess(dir);
   t.teardown(() => {
     if (p.child.exitCode === null) p.child.kill('SIGKILL');

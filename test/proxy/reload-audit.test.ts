@@ -1,6 +1,5 @@
 /** Hot reload (good and bad), config_applied records, and the audit trail of real decisions. */
-import { readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { ProxyAgent, request } from 'undici';
@@ -11,6 +10,7 @@ import { BILLING_POLICY, startTestSidecar } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { createReadStream } from 'node:fs';
+import { tempDir } from '../helpers/tmp.js';
 
 const key = await makeKey();
 const upstream = await startUpstream();
@@ -27,7 +27,7 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promi
 
 /** A sidecar verifying offline with `key`, in a new directory that holds the key file and the audit log. */
 async function offlineSidecar(prefix: string, audit: Record<string, unknown> = {}) {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const dir = tempDir(prefix);
   const keyFile = join(dir, 'broker-public.pem');
   writeFileSync(keyFile, key.publicPem);
   const sc = await startTestSidecar({
@@ -40,7 +40,7 @@ async function offlineSidecar(prefix: string, audit: Record<string, unknown> = {
 }
 
 t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keeps the last good one', async (t) => {
-  const base = mkdtempSync(join(tmpdir(), 'aws-reload-'));
+  const base = tempDir('aws-reload-');
   // The layout a ConfigMap volume has: files are symlinks into ..data, which points at a timestamped dir.
   const v1 = join(base, '..v1');
   mkdirSync(v1);
@@ -212,7 +212,7 @@ t.test('another writer taking the audit lock: the sidecar stops writing and refu
 });
 
 t.test('a start that fails after the audit log is open releases its lock', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'aws-failstart-'));
+  const dir = tempDir('aws-failstart-');
   await t.rejects(
     startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: join(dir, 'missing.pem') }, dir }),
     /broker\.publicKeyFile .*missing\.pem cannot be read: ENOENT/,

@@ -10,10 +10,11 @@ import { startTestSidecar } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startValidateBroker } from '../helpers/validate-broker.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const key = await makeKey();
 const upstream = await startUpstream();
-const keyFile = join(process.env.TMPDIR ?? '/tmp', `aws-rev-key-${process.pid}.pem`);
+const keyFile = join(tempDir('aws-rev-'), 'broker-public.pem');
 writeFileSync(keyFile, key.publicPem);
 t.teardown(() => upstream.close());
 
