@@ -11,11 +11,12 @@
  * longer exists is taken over at once. Taking over removes only the abandoned lock it looked at
  * (removeAbandoned), so two writers taking over at once do not both end up holding it. A writer
  * whose lock was removed creates it again (`onRestored`); one whose lock is someone else's finds so
- * within a refresh and reports it (`onLost`): the audit sink then stops writing (sink.ts).
+ * at its next batch (verify) or refresh and reports it (`onLost`): the audit sink then stops
+ * writing (sink.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { link, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { type FileHandle, link, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -34,6 +35,11 @@ export interface AuditLockOptions {
 
 export interface AuditLock {
   readonly path: string;
+  /**
+   * Whether the lock is still this writer's, asked before each batch written so that a lock
+   * taken away is noticed at the next write, not only at the next refresh. One stat when it is.
+   */
+  verify(): Promise<boolean>;
   release(): Promise<void>;
 }
 
@@ -96,13 +102,18 @@ export async function removeAbandoned(path: string, observed: Pick<Stats, 'ino' 
   await unlink(aside);
 }
 
-/** Creates the lock file with `content`; EEXIST when it exists. */
-async function createLock(path: string, content: string): Promise<void> {
+/**
+ * Creates the lock file with `content` (EEXIST when it exists) and keeps it open: while it is,
+ * its inode number cannot go to another file, so a path with that inode is still this lock.
+ */
+async function createLock(path: string, content: string): Promise<{ fh: FileHandle; ino: number }> {
   const fh = await open(path, 'wx', 0o640);
   try {
     await fh.writeFile(content);
-  } finally {
+    return { fh, ino: (await fh.stat()).ino };
+  } catch (e) {
     await fh.close();
+    throw e;
   }
 }
 
@@ -111,9 +122,10 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
   const path = lockPathOf(logPath);
   const mine = `${JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() })}\n`;
   let watched: { mtimeMs: number; since: number } | undefined;
+  let held: { fh: FileHandle; ino: number };
   for (;;) {
     try {
-      await createLock(path, mine);
+      held = await createLock(path, mine);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`audit log ${logPath}: cannot create its lock file ${path}: ${errorReason(e)}`);
@@ -153,7 +165,9 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
       } catch (e) {
         if (!missing(e)) throw e;
         // Removed by hand: no other writer has it, so take it again (an 'wx' race lost means one has).
-        await createLock(path, mine);
+        const old = held;
+        held = await createLock(path, mine);
+        await old.fh.close();
         opts.onRestored?.();
         return;
       }
@@ -165,12 +179,33 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
       opts.onLost?.(`audit lock ${path} is no longer ours: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'another writer created it' : (e as Error).message}`);
     }
   };
-  const timer = setInterval(() => void refresh(), Math.max(50, Math.floor(staleMs / 5)));
+  // One refresh at a time: two that both found the file removed would both create it, and the
+  // second would take the first's EEXIST for another writer.
+  let refreshing: Promise<void> | undefined;
+  const refreshOnce = () => {
+    refreshing ??= refresh().finally(() => {
+      refreshing = undefined;
+    });
+    return refreshing;
+  };
+  const timer = setInterval(() => void refreshOnce(), Math.max(50, Math.floor(staleMs / 5)));
   timer.unref();
   return {
     path,
+    verify: async () => {
+      if (lost) return false;
+      try {
+        if ((await stat(path)).ino === held.ino) return true;
+      } catch {
+        // Removed, or not readable: the refresh tells which.
+      }
+      await refreshOnce();
+      return !lost;
+    },
     release: async () => {
       clearInterval(timer);
+      await refreshing;
+      await held.fh.close();
       if (lost) return;
       try {
         if ((await readFile(path, 'utf8')) === mine) await unlink(path);

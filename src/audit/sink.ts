@@ -318,6 +318,11 @@ class ChainedSink implements OpenedAuditSink {
       try {
         if (!p) {
           if (this.queue.length === 0) return;
+          // A lock taken by another writer halts the sink (onLost); nothing of this batch is written.
+          if (this.lock && !(await this.lock.verify())) {
+            this.halt(`audit lock ${this.lock.path} is no longer ours`);
+            continue;
+          }
           await this.rotateIfDue();
           this.pending = this.takeBatch();
           continue;

@@ -124,6 +124,33 @@ t.test('a sink whose lock is taken by another writer stops writing and answers a
   }
 });
 
+t.test('a lock taken away is noticed at the next batch, long before the next refresh', async (t) => {
+  const slow = 60_000; // refreshes every 12 s: none runs during this test
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const lost: string[] = [];
+  const restored: number[] = [];
+  const sink = await openAuditSink({ ...sinkOpts(log), lock: { staleMs: slow, onLost: (r) => lost.push(r), onRestored: () => restored.push(1) } });
+  sink.append({ type: 'request', time: 't', request_id: 'first' });
+  await sink.flush();
+  // Removed by hand: the next batch creates it again and is written.
+  unlinkSync(lockPathOf(log));
+  sink.append({ type: 'request', time: 't', request_id: 'second' });
+  await sink.flush();
+  t.same([restored.length, lost.length], [1, 0], 'restored at the write, not lost');
+  t.equal(JSON.parse(readFileSync(lockPathOf(log), 'utf8')).pid, process.pid);
+  // Taken over as another writer does it: the old file set aside, a new one created in its place.
+  renameSync(lockPathOf(log), `${lockPathOf(log)}.aside`);
+  writeFileSync(lockPathOf(log), '{"pid":2,"host":"intruder"}\n');
+  sink.append({ type: 'request', time: 't', request_id: 'third' });
+  await t.rejects(sink.flush(), /another writer holds it now \(pid 2 on intruder/);
+  t.equal(lost.length, 1, 'the loss is reported once');
+  t.equal(sink.healthy(), false);
+  const ids = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).request_id);
+  t.same(ids, ['first', 'second'], 'nothing written after the loss');
+  await t.rejects(sink.close(), /1 records not written/);
+});
+
 t.test('a lock removed or replaced under its writer is reported once', async (t) => {
   const dir = t.testdir({});
   const log = join(dir, 'audit.jsonl');
