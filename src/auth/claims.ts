@@ -62,7 +62,9 @@ function internList(list: string[]): readonly string[] {
     }
   }
   if (!seen) return Object.freeze(list);
-  const k = list.join('\u0000');
+  // JSON, not a join: scopes may hold any character (reference §6), a separator included, and
+  // ["a\u0000b"] must not find the entry of ["a","b"].
+  const k = JSON.stringify(list);
   if (k.length > INTERN_MAX_LENGTH) return Object.freeze(list);
   const hit = internedLists.get(k);
   if (hit) return hit;

@@ -165,6 +165,25 @@ t.test('issuer and audience are enforced when configured', async (t) => {
   await open.close();
 });
 
+t.test('scope lists are told apart whatever characters their scopes hold', async (t) => {
+  // The broker puts no limit on scope characters: one scope may hold a NUL, a comma or a quote.
+  const exp = 1800000300;
+  const lists = [
+    ['read:data:x', 'write:data:y'],
+    ['read:data:x\u0000write:data:y'],
+    ['read:data:x,write:data:y'],
+    ['read:data:x","write:data:y'],
+  ];
+  for (const order of [lists, [...lists].reverse()]) {
+    const v = await offline();
+    // Twice each: shared lists are only looked up once every member has been seen before.
+    for (let round = 0; round < 2; round++) {
+      for (const scope of order) t.same((await v.verify(agentToken({ exp, scope }))).identity.scopes, scope, JSON.stringify(scope));
+    }
+    await v.close();
+  }
+});
+
 t.test('key file forms: SPKI, the broker PKCS#8 private key, JWKS', async (t) => {
   for (const extra of [{ publicKeyFile: files.pkcs8 }, { publicKeyFile: undefined, jwksFile: files.jwks }]) {
     const v = await createTokenVerifier(brokerConfig({ verify: 'offline', ...extra }), { now: () => IN_WINDOW });
