@@ -188,8 +188,13 @@ class Verifier implements TokenVerifier {
     return this.revalidate(token, key, identity);
   }
 
-  /** Asks the broker about a token already known to be authentic. */
+  /**
+   * Asks the broker about a token already known to be authentic: under the current key, as every
+   * cached answer is (keysChanged empties the cache). If the key changes while the broker is asked,
+   * the token is checked again under the new one rather than cached as it was.
+   */
   private async revalidate(token: string, key: string, identity: AgentIdentity): Promise<VerifyResult> {
+    const epoch = this.keyEpoch;
     const sentAt = this.now();
     const answer = await this.ask(token);
     const deadline = expiryDeadlineMs(identity.exp, this.rules.leewayMs);
@@ -197,6 +202,7 @@ class Verifier implements TokenVerifier {
       this.cache.set(key, REVOKED, deadline, NEVER);
       throw new SidecarError(REVOKED.code, REVOKED.detail);
     }
+    if (epoch !== this.keyEpoch) return this.firstSight(token, key, this.now());
     // The answer holds from when the question was sent, not from when it arrived.
     this.cache.set(key, identity, deadline, sentAt);
     return { identity, source: 'online' };
@@ -204,6 +210,7 @@ class Verifier implements TokenVerifier {
 
   /** Online mode, first sight of a token: the broker's claims are the identity. */
   private async onlineFirst(token: string, key: string, now: number): Promise<VerifyResult> {
+    const epoch = this.keyEpoch;
     const sentAt = this.now();
     const answer = await this.ask(token);
     if (!answer.valid) throw new SidecarError('token_invalid', ONLINE_INVALID);
@@ -211,6 +218,8 @@ class Verifier implements TokenVerifier {
     // The broker judged exp/nbf with its clock and does not check aud: enforce iss/aud and our exp.
     checkClaims(identity, this.rules, now, false);
     await this.checkChainOnline(token, answer);
+    // A delegation chain checked under a key replaced meanwhile: checked again, not cached.
+    if (epoch !== this.keyEpoch) return this.onlineFirst(token, key, this.now());
     this.cache.set(key, identity, expiryDeadlineMs(identity.exp, this.rules.leewayMs), sentAt);
     return { identity, source: 'online' };
   }

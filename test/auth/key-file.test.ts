@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { computeKid } from '../../src/auth/keys.js';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
+import { startValidateBroker } from '../helpers/validate-broker.js';
 import { agentToken, brokerConfig, code, nowSeconds, privateKey, publicKey } from './helpers.js';
 
 const next = generateKeyPairSync('ed25519');
@@ -88,6 +89,31 @@ t.test('a PEM file replaced: the new key is used and answers cached under the ol
   t.equal(await code(v.verify(a)), 'token_invalid', 'the token verified before is refused now');
   await nextKeyServes(t, v);
   t.same(ev.failed, []);
+});
+
+t.test('hybrid: a key replaced while the broker is asked about a token is not undone by the answer', async (t) => {
+  for (const when of ['first sight', 'revalidation'] as const) {
+    const broker = await startValidateBroker('valid');
+    t.teardown(() => broker.close());
+    const file = join(t.testdir({}), 'broker-public.pem');
+    writeFileSync(file, pem(publicKey));
+    const { v, ev } = await verifierFor(t, { verify: 'hybrid', url: broker.url, publicKeyFile: file, revalidateAfter: '1s', timeout: '5s' });
+    const a = tokenA();
+    if (when === 'revalidation') {
+      t.equal(await code(v.verify(a)), 'ok', `${when}: verified and cached`);
+      await sleep(1100); // past revalidateAfter: the next request asks the broker again
+    }
+    broker.delayMs = 2500; // the key file changes while the broker has not answered yet
+    const pending = code(v.verify(a));
+    await sleep(100);
+    replace(file, pem(next.publicKey));
+    await until(t, () => ev.changed.length === 1, 'the key change');
+    broker.delayMs = 0;
+    t.equal(await pending, 'token_invalid', `${when}: the broker's "valid" does not stand for the replaced key`);
+    t.equal(v.cached(a), undefined, `${when}: nothing cached for it`);
+    t.equal(await code(v.verify(a)), 'token_invalid', `${when}: refused from then on`);
+    t.equal(await code(v.verify(tokenB())), 'ok', `${when}: the new key serves`);
+  }
 });
 
 t.test('a Kubernetes Secret update (the ..data symlink swapped) is followed', async (t) => {
