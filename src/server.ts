@@ -113,8 +113,10 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       ...counted,
       keyReload: (result, detail) => {
         counted.keyReload?.(result, detail);
-        if (result === 'success') logger.info({ file: detail.file, kids: detail.kids }, 'broker key file changed; new keys in service, cached verifications dropped');
-        else logger.error({ file: detail.file, reason: detail.reason }, 'broker key file cannot be used; keeping the current keys');
+        const url = /^https?:/.test(detail.file);
+        const what = url ? 'broker JWKS URL' : 'broker key file';
+        if (result === 'success') logger.info({ file: detail.file, kids: detail.kids }, `${what} changed; new keys in service, cached verifications dropped`);
+        else logger.error({ file: detail.file, reason: detail.reason }, `${what} cannot be used; ${url ? 'keys in service stay (none before the first good answer)' : 'keeping the current keys'}`);
       },
     },
   }).catch(async (err) => {

@@ -115,22 +115,12 @@ export class BrokerTransport {
     }
   }
 
-  /**
-   * GET `url` through this transport with at most `maxBytes` of body: the JWKS fetch. Answers the
-   * part of a fetch Response that jose reads (status, json()).
-   */
-  async getJson(url: string, init: { headers?: Headers; signal?: AbortSignal }, maxBytes: number): Promise<Response> {
+  /** GET `url` through this transport, reading at most `maxBytes` of body: the JWKS fetch. */
+  async get(url: string, maxBytes: number): Promise<{ status: number; text: string }> {
     const target = new URL(url);
     const dispatcher = await this.dispatcher();
-    const res = await dispatcher.request({
-      origin: target.origin,
-      path: `${target.pathname}${target.search}`,
-      method: 'GET',
-      headers: init.headers ? Object.fromEntries(init.headers) : undefined,
-      signal: init.signal,
-    });
-    const text = await readBounded(res.body, maxBytes);
-    return { status: res.statusCode, json: async () => JSON.parse(text) } as Response;
+    const res = await dispatcher.request({ origin: target.origin, path: `${target.pathname}${target.search}`, method: 'GET', headers: { accept: 'application/json' } });
+    return { status: res.statusCode, text: await readBounded(res.body, maxBytes) };
   }
 
   async close(): Promise<void> {

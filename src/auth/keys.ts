@@ -3,10 +3,10 @@
  * Every source resolves a token header to a Node KeyObject, which both jose (JWT signature) and
  * node:crypto (delegation record signatures, signed with the same broker key) accept.
  */
-import { createHash, createPublicKey, KeyObject, type webcrypto } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createRemoteJWKSet, customFetch, errors, type JWSHeaderParameters } from 'jose';
-import type { SidecarConfig } from '../config/schema.js';
+import type { JWSHeaderParameters } from 'jose';
+import { durationMs, type SidecarConfig } from '../config/schema.js';
 import { errorReason, SidecarError } from '../errors.js';
 import type { BrokerTransport } from './broker-transport.js';
 import { type FileKeys, KeyFile, type KeyFileEvents } from './key-file.js';
@@ -129,62 +129,94 @@ class FileJwks implements FileKeys {
 /** A key set is a few keys; anything much larger is not one. */
 const MAX_JWKS_BYTES = 256 * 1024;
 
-/** A JWKS URL (e.g. the embedded broker's). Not ready until the first fetch succeeds; retried with backoff. */
+/** A token naming a kid not in the set fetches the set again, at most this often. */
+const KID_MISS_REFETCH_MS = 30_000;
+const FIRST_RETRY_MS = 500;
+
+/**
+ * A JWKS URL (e.g. the embedded broker's), read as a JWKS file is (FileJwks). Fetched at start,
+ * again every `refreshMs`, and when a token names a kid the set does not hold (at most every 30 s).
+ * Not ready until a fetch succeeds; until then retried with backoff. A fetched set that differs from
+ * the one in service is reported as `changed` (cached verifications are then dropped); a failed
+ * fetch keeps the set in service and is reported once per reason.
+ */
 class RemoteJwks implements KeySource {
-  private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
-  private readonly converted = new WeakMap<object, KeyObject>();
-  private loaded = false;
+  private keys: FileJwks | undefined;
+  private fetching: Promise<void> | undefined;
+  private lastFetchAt = 0;
+  private lastFailure: string | undefined;
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(url: string, transport: BrokerTransport) {
-    this.jwks = createRemoteJWKSet(new URL(url), {
-      timeoutDuration: Math.max(1, Math.round(transport.timeoutMs)),
-      // Through the broker transport: broker.caFile and the client certificate apply here too.
-      [customFetch]: (href, init) => transport.getJson(href, init, MAX_JWKS_BYTES),
-    });
-    this.load(500);
+  constructor(
+    private readonly url: string,
+    private readonly transport: BrokerTransport,
+    private readonly refreshMs: number,
+    private readonly events?: KeyFileEvents,
+  ) {
+    this.next(0, FIRST_RETRY_MS);
   }
 
-  private load(retryMs: number): void {
-    this.jwks.reload().then(
-      () => {
-        this.loaded = true;
-      },
-      () => {
-        if (this.closed || this.loaded) return;
-        this.timer = setTimeout(() => this.load(Math.min(retryMs * 2, 30_000)), retryMs);
-        this.timer.unref();
-      },
-    );
+  /** Fetches after `ms`; then every refreshMs once loaded, with backoff (from `retryMs`) before. */
+  private next(ms: number, retryMs: number): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      void this.fetch().then(() => {
+        if (this.keys) this.next(this.refreshMs, FIRST_RETRY_MS);
+        else this.next(retryMs, Math.min(retryMs * 2, 30_000, this.refreshMs));
+      });
+    }, ms);
+    this.timer.unref();
+  }
+
+  /** One fetch at a time; never rejects. */
+  private fetch(): Promise<void> {
+    this.fetching ??= this.load().finally(() => {
+      this.fetching = undefined;
+    });
+    return this.fetching;
+  }
+
+  private async load(): Promise<void> {
+    this.lastFetchAt = Date.now();
+    try {
+      const res = await this.transport.get(this.url, MAX_JWKS_BYTES);
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      let doc: unknown;
+      try {
+        doc = JSON.parse(res.text);
+      } catch {
+        throw new Error(`${this.url}: not valid JSON`);
+      }
+      const next = new FileJwks(doc, this.url);
+      const before = this.keys;
+      this.keys = next;
+      this.lastFailure = undefined;
+      if (before && before.kids.join() !== next.kids.join()) this.events?.changed(this.url, next.kids);
+    } catch (e) {
+      const reason = errorReason(e);
+      if (reason === this.lastFailure || this.closed) return;
+      this.lastFailure = reason;
+      this.events?.failed(this.url, reason);
+    }
   }
 
   async resolve(header: JWSHeaderParameters): Promise<KeyObject> {
-    let found: webcrypto.CryptoKey;
+    if (!this.keys) await this.fetch();
+    const keys = this.keys;
+    if (!keys) throw new SidecarError('broker_unavailable', KEYS_UNAVAILABLE);
     try {
-      found = (await this.jwks(header)) as webcrypto.CryptoKey;
+      return keys.resolve(header);
     } catch (e) {
-      if (
-        e instanceof errors.JWKSNoMatchingKey ||
-        e instanceof errors.JWKSMultipleMatchingKeys ||
-        e instanceof errors.JOSENotSupported
-      ) {
-        throw invalidKey();
-      }
-      throw new SidecarError('broker_unavailable', KEYS_UNAVAILABLE, { cause: e });
+      // A kid the set does not hold: the broker may have a new key since the last fetch.
+      if (header.kid === undefined || Date.now() - this.lastFetchAt < KID_MISS_REFETCH_MS) throw e;
+      await this.fetch();
+      return (this.keys ?? keys).resolve(header);
     }
-    this.loaded = true;
-    let key = this.converted.get(found);
-    if (!key) {
-      key = KeyObject.from(found);
-      this.converted.set(found, key);
-    }
-    if (key.asymmetricKeyType !== 'ed25519') throw invalidKey();
-    return key;
   }
 
   ready(): boolean {
-    return this.loaded;
+    return this.keys !== undefined;
   }
 
   close(): void {
@@ -221,8 +253,8 @@ async function named<T>(setting: string, file: string, opening: Promise<T>): Pro
 
 /**
  * The key source the config names, or undefined when none is configured (pure online mode).
- * A key file is followed as it is replaced (key-file.ts), reporting through `events`; a JWKS URL is
- * fetched again when a token names a kid it does not hold (at most every 30 s, jose's cooldown).
+ * A key file is followed as it is replaced (key-file.ts), a JWKS URL fetched again every
+ * broker.jwksRefresh (RemoteJwks); both report through `events`.
  */
 export async function loadKeySource(
   broker: SidecarConfig['broker'],
@@ -233,7 +265,7 @@ export async function loadKeySource(
   if (broker.jwksFile) return named('broker.jwksFile', broker.jwksFile, KeyFile.open(broker.jwksFile, loadJwksKeys, events));
   if (broker.jwksUrl) {
     if (!transport) throw new Error('broker.jwksUrl needs a broker transport');
-    return new RemoteJwks(broker.jwksUrl, transport);
+    return new RemoteJwks(broker.jwksUrl, transport, durationMs(broker.jwksRefresh), events);
   }
   return undefined;
 }

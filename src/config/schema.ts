@@ -63,6 +63,8 @@ export const SidecarConfigSchema = z.strictObject({
       jwksFile: z.string().min(1).optional(),
       /** JWKS URL (alternative to publicKeyFile), e.g. the embedded broker's /.well-known/jwks.json. */
       jwksUrl: z.url().optional(),
+      /** jwksUrl: fetched again this often; a changed key set drops the cached verifications. */
+      jwksRefresh: Duration.refine((d) => durationMs(d) >= 1000, 'must be at least 1s').default('60s'),
       /** In online/hybrid mode, a positive broker answer is trusted for this long. */
       revalidateAfter: Duration.default('2s'),
       /** Timeout of one call to the broker's validate endpoint. */

@@ -61,7 +61,7 @@ export class Metrics {
   });
   readonly keyReloads = new Counter({
     name: 'agentwrit_sidecar_key_reloads_total',
-    help: 'Replaced broker key files read, by result (success: new keys in service; failure: old keys kept).',
+    help: 'Changed broker key sets read (a replaced key file, a JWKS URL answering other keys), by result (success: new keys in service; failure: old keys kept).',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });

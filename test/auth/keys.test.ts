@@ -87,6 +87,60 @@ t.test('JWKS URL: not ready until the first fetch succeeds', async (t) => {
   t.ok(fetches >= 2);
 });
 
+t.test('JWKS URL: fetched again every jwksRefresh; a changed set drops cached answers, a failed fetch keeps the keys', async (t) => {
+  let answer: { status: number; body: string } = { status: 200, body: JSON.stringify({ keys: [jwk()] }) };
+  let fetches = 0;
+  const server = createServer((_req, res) => {
+    fetches++;
+    res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  const changed: string[][] = [];
+  const failed: string[] = [];
+  const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksUrl: url, jwksRefresh: '1s', timeout: '500ms' }), {
+    observer: {
+      verification: () => {},
+      revalidation: () => {},
+      keyReload: (result, d) => {
+        if (result === 'success') changed.push([d.file, ...(d.kids ?? [])]);
+        else failed.push(`${d.file} ${d.reason}`);
+      },
+    },
+  });
+  t.teardown(() => v.close());
+  const until = async (cond: () => boolean) => {
+    const end = Date.now() + 5000;
+    while (!cond() && Date.now() < end) await sleep(25);
+  };
+  await until(() => v.ready());
+  const a = token(KID, privateKey);
+  t.equal(await code(v.verify(a)), 'ok');
+  t.equal(v.cached(a)?.source, 'cache');
+
+  // The same set again: nothing changes.
+  const before = fetches;
+  await until(() => fetches >= before + 2);
+  t.same([changed, failed], [[], []], 'the same set answered again is no change');
+  t.equal(v.cached(a)?.source, 'cache');
+
+  // The broker's answer fails for a while: the keys in service stay, reported once.
+  answer = { status: 503, body: '' };
+  const failingFrom = fetches;
+  await until(() => fetches >= failingFrom + 2);
+  t.same(failed, [`${url} HTTP 503`], 'reported once while it keeps failing');
+  t.equal(await code(v.verify(a)), 'ok', 'the keys in service stay');
+
+  // Rotated: only the next key is published. Answers cached under the old set are dropped.
+  answer = { status: 200, body: JSON.stringify({ keys: [jwk(other.publicKey)] }) };
+  await until(() => changed.length === 1);
+  t.same(changed, [[url, otherKid]]);
+  t.equal(v.cached(a), undefined, 'the cached answer is gone');
+  t.equal(await code(v.verify(a)), 'token_invalid', 'a token of the key no longer published is refused');
+  t.equal(await code(v.verify(token(otherKid))), 'ok', 'the next key serves');
+});
+
 t.test('JWKS URL unreachable: not ready, refuses', async (t) => {
   const server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
