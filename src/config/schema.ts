@@ -183,6 +183,12 @@ export const RouteSchema = z.strictObject({
   host: z.string().min(1).optional(),
   /** Port of the forward-proxy host; default: 80 for http, 443 for https. */
   port: z.number().int().min(1).max(65535).optional(),
+  /**
+   * The scheme requests (and so the injected credential) may use to reach the host: default both
+   * (http on 80, https on 443) without `port`; with `port`, http for 80, https for 443, and required
+   * for any other port.
+   */
+  scheme: z.enum(['http', 'https']).optional(),
   /** Reverse routes: a path prefix on the proxy port ("/billing") ... */
   mount: z.string().regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, 'mount is a path prefix such as /billing').optional(),
   /** ... mapped to this upstream origin (http:// or https://, no path). */

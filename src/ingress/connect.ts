@@ -34,8 +34,6 @@ export interface ConnectDeps {
 export type TunnelVerdict = { kind: 'intercept' } | { kind: 'pass'; scopes: string[] };
 
 interface HostIndex {
-  /** Host routes without a port: they govern port 80 for plain HTTP sent inside a tunnel. */
-  plainHttp: HostPattern[];
   passThrough: Array<{ pattern: HostPattern; port: number; scopes: string[] }>;
 }
 
@@ -45,12 +43,7 @@ const indexes = new WeakMap<CompiledPolicy, HostIndex>();
 function indexOf(policy: CompiledPolicy): HostIndex {
   let ix = indexes.get(policy);
   if (ix) return ix;
-  ix = { plainHttp: [], passThrough: [] };
-  for (const r of policy.routes) {
-    if (r.def.host === undefined || r.def.port !== undefined) continue;
-    const p = parseHostPattern(r.def.host);
-    if (typeof p !== 'string') ix.plainHttp.push(p);
-  }
+  ix = { passThrough: [] };
   for (const pt of policy.passThrough) {
     const p = parseHostPattern(pt.host);
     if (typeof p !== 'string') ix.passThrough.push({ pattern: p, port: pt.port, scopes: pt.scopes });
@@ -67,7 +60,7 @@ function indexOf(policy: CompiledPolicy): HostIndex {
 export function decideTunnel(policy: CompiledPolicy, identity: AgentIdentity, host: string, port: number, connectPorts: readonly number[]): TunnelVerdict {
   if (!connectPorts.includes(port)) throw new SidecarError('tunnel_refused', 'CONNECT to this port is not allowed');
   const ix = indexOf(policy);
-  if (policy.matcher.governsHost(host, port) || (port === 80 && ix.plainHttp.some((p) => hostMatches(p, host)))) {
+  if (policy.matcher.governsHost(host, port)) {
     return { kind: 'intercept' };
   }
   const pt = ix.passThrough.find((e) => e.port === port && hostMatches(e.pattern, host));

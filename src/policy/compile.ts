@@ -6,7 +6,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { LoadedPolicies, PolicySource } from '../config/load.js';
 import type { ConnectorInput, RouteInput } from '../config/schema.js';
 import { type ConfigProblem, ConfigError } from '../errors.js';
-import { buildMatcher, type RouteEngine, specificityKey } from './matcher.js';
+import { buildMatcher, type Endpoint, type RouteEngine, specificityKey } from './matcher.js';
 import {
   type HostPattern,
   hostMatches,
@@ -152,6 +152,9 @@ function compileRoute(
     }
   }
   if (r.port !== undefined && r.host === undefined) problem(pos('port'), 'port applies to host routes only; a reverse route takes the port from its upstream');
+  if (r.scheme !== undefined && r.host === undefined) problem(pos('scheme'), 'scheme applies to host routes only; a reverse route takes the scheme from its upstream');
+  const endpoints = r.host === undefined ? [] : endpointsOf(r);
+  if (typeof endpoints === 'string') problem(pos('port'), endpoints);
   if (r.caFile !== undefined && upstream?.scheme === 'http') problem(pos('caFile'), 'caFile is only used for https upstreams');
   if (r.connector !== undefined && !connectors.has(r.connector)) problem(pos('connector'), `connector "${r.connector}" is not defined in any policy file`);
   const path = parsePathTemplate(r.path);
@@ -165,7 +168,7 @@ function compileRoute(
       else scopes.push(t);
     });
   }
-  if (problems.length > before || Array.isArray(path)) return undefined;
+  if (problems.length > before || Array.isArray(path) || typeof endpoints === 'string') return undefined;
   const def: RouteInput = { ...r };
   if (host) def.host = hostPatternText(host);
   if (r.caFile !== undefined) def.caFile = relativeTo(src)(r.caFile);
@@ -177,7 +180,7 @@ function compileRoute(
   return {
     route,
     host,
-    port: r.port,
+    endpoints,
     mount: r.mount,
     path,
     anyMethod,
@@ -212,12 +215,24 @@ function checkMounts(uses: readonly MountUse[], problems: ConfigProblem[]): void
   }
 }
 
-/** Port sets of two host routes intersect (no port: 80 over http and 443 over https). */
+/**
+ * Where a host route takes requests. Without port or scheme: http on 80 and https on 443. A port
+ * other than 80 and 443 says nothing of the scheme, so it must be named: taking both would send the
+ * credential in clear text to a port that serves TLS whenever an agent asks with http://.
+ */
+function endpointsOf(r: RouteInput): Endpoint[] | string {
+  if (r.port === undefined) {
+    if (r.scheme === undefined) return [{ scheme: 'http', port: 80 }, { scheme: 'https', port: 443 }];
+    return [{ scheme: r.scheme, port: r.scheme === 'https' ? 443 : 80 }];
+  }
+  const scheme = r.scheme ?? (r.port === 443 ? 'https' : r.port === 80 ? 'http' : undefined);
+  if (scheme === undefined) return `port ${r.port} needs a scheme: add scheme: https (or scheme: http to allow clear text, credential included)`;
+  return [{ scheme, port: r.port }];
+}
+
+/** Two host routes share a scheme and port. */
 function portsOverlap(a: RouteEngine, b: RouteEngine): boolean {
-  if (a.port !== undefined && b.port !== undefined) return a.port === b.port;
-  if (a.port === undefined && b.port === undefined) return true;
-  const p = (a.port ?? b.port)!;
-  return p === 80 || p === 443;
+  return a.endpoints.some((x) => b.endpoints.some((y) => x.scheme === y.scheme && x.port === y.port));
 }
 
 function methodsOverlap(a: RouteEngine, b: RouteEngine): boolean {
@@ -279,7 +294,7 @@ function compilePassThrough(sources: readonly PolicySource[], engines: readonly 
       const first = seen.get(key);
       if (first) problems.push({ ...source, message: `passThrough ${key} is listed twice (first at ${at(first)})` });
       seen.set(key, source);
-      const governed = engines.find((e) => e.host && hostsOverlap(e.host, h) && (e.port === undefined ? p.port === 443 : e.port === p.port));
+      const governed = engines.find((e) => e.host && hostsOverlap(e.host, h) && e.endpoints.some((x) => x.port === p.port));
       if (governed) {
         problems.push({
           ...source,

@@ -77,7 +77,7 @@ function whyNoMatch(policy: CompiledPolicy, req: CanonicalRequest): string[] {
     const hosts = [...new Set(place.map((e) => hostPatternText(e.host!)))].join(', ');
     const onPort = place.filter((e) => portMatches(e, req.scheme, req.port));
     if (onPort.length === 0) {
-      const ports = place.map((e) => (e.port === undefined ? 'default ports (80 http, 443 https)' : `port ${e.port}`));
+      const ports = place.map((e) => e.endpoints.map((x) => `${x.scheme} port ${x.port}`).join(' and '));
       return [`routes exist for ${hosts} but none for ${req.scheme} port ${req.port}; they use ${[...new Set(ports)].join(', ')}`];
     }
     place = onPort;

@@ -9,8 +9,8 @@ import { fillScope, type HostPattern, hostMatches, type PathTemplate, pathMatche
 export interface RouteEngine {
   route: CompiledRoute;
   host?: HostPattern;
-  /** Explicit port of a host route; without one, 80 over http and 443 over https. */
-  port?: number;
+  /** Host routes: the scheme and port pairs requests may use (compile.ts endpointsOf); none for reverse routes. */
+  endpoints: readonly Endpoint[];
   mount?: string;
   path: PathTemplate;
   anyMethod: boolean;
@@ -35,9 +35,15 @@ export function compareSpecificity(a: RouteEngine, b: RouteEngine): number {
   return a.order - b.order;
 }
 
+export interface Endpoint {
+  scheme: 'http' | 'https';
+  port: number;
+}
+
+/** The route takes requests of this scheme on this port: a credential never crosses to the other scheme. */
 export function portMatches(e: RouteEngine, scheme: 'http' | 'https', port: number): boolean {
-  if (e.port !== undefined) return e.port === port;
-  return scheme === 'http' ? port === 80 : port === 443;
+  for (const x of e.endpoints) if (x.port === port && x.scheme === scheme) return true;
+  return false;
 }
 
 export function methodMatches(e: RouteEngine, method: string): boolean {
@@ -112,7 +118,8 @@ export function buildMatcher(engines: readonly RouteEngine[]): RouteMatcher {
     governsHost(host, port) {
       let h = host.toLowerCase();
       if (h.charCodeAt(0) === 91) h = h.slice(1, -1);
-      const any = (l: readonly RouteEngine[]) => l.some((e) => portMatches(e, 'https', port));
+      // Either scheme: the tunnel's first byte tells TLS from plain HTTP, and the match then needs that scheme.
+      const any = (l: readonly RouteEngine[]) => l.some((e) => e.endpoints.some((x) => x.port === port));
       const l = exact.get(h);
       if (l && any(l)) return true;
       for (let i = 0; i < wild.length; i++) if (hostMatches(wildPatterns[i], h) && any(wild[i].list)) return true;

@@ -49,7 +49,7 @@ export interface RouteMatch {
 export interface RouteMatcher {
   /** Synchronous, compiled once per config generation. */
   match(req: CanonicalRequest): RouteMatch | undefined;
-  /** Does any route govern this host:port (forward/intercepted routes)? Used for CONNECT decisions. */
+  /** Does any route govern this host:port, over either scheme (forward/intercepted routes)? Used for CONNECT decisions. */
   governsHost(host: string, port: number): boolean;
   /** Reverse mounts, longest first, for ingress. */
   mounts(): readonly string[];

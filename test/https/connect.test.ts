@@ -10,7 +10,12 @@ import { ProxyAgent, request } from 'undici';
 import { connectRequest, eventually, rawRequest, SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
 import type { SeenRequest } from '../helpers/https-upstream.js';
 
-const fx = await startHttpsFixture();
+// A route on an explicit port 443: https only (the scheme is implied by the port).
+const fx = await startHttpsFixture({
+  extraRoutes: (up) => [
+    { id: 'tls-only', host: 'api.example.com', port: 443, methods: ['GET'], path: '/tls-only/{customer}', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api', caFile: up.caFile },
+  ],
+});
 t.teardown(() => fx.close());
 const token = await fx.token();
 const agent = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, requestTls: { ca: fx.caPem } });
@@ -226,6 +231,36 @@ t.test('plain HTTP inside a CONNECT tunnel (as undici sends http:// URLs) is rea
   const seen = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as SeenRequest;
   t.equal(seen.scheme, 'http', 'sent to the plain HTTP upstream');
   t.equal(seen.headers.authorization, `Bearer ${SECRET}`);
+});
+
+t.test('a route on port 443 takes https only: plain HTTP to that port, direct or tunnelled, is refused before the upstream', async (t) => {
+  const seenBefore = fx.up.received.length;
+  const direct = await rawRequest(
+    fx.sc.proxyPort,
+    `GET http://api.example.com:443/tls-only/12345 HTTP/1.1\r\nHost: api.example.com:443\r\nProxy-Authorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+    { untilClose: true },
+  );
+  t.equal(direct.status, 403, 'absolute-form http:// to port 443');
+  t.equal((JSON.parse(direct.body) as { error_code: string }).error_code, 'no_route');
+
+  const tunnel = await rawRequest(fx.sc.proxyPort, connectRequest('api.example.com:443', token));
+  t.equal(tunnel.status, 200);
+  const answer = await new Promise<string>((resolve) => {
+    let buf = '';
+    tunnel.socket.on('data', (c: Buffer) => {
+      buf += c.toString();
+    });
+    tunnel.socket.once('close', () => resolve(buf));
+    tunnel.socket.write('GET /tls-only/12345 HTTP/1.1\r\nHost: api.example.com:443\r\nConnection: close\r\n\r\n');
+  });
+  t.match(answer, /^HTTP\/1\.1 403 /, 'plain HTTP inside a tunnel to port 443');
+  t.match(answer, /"error_code":"no_route"/);
+  t.equal(fx.up.received.length, seenBefore, 'nothing reached an upstream');
+
+  const viaTls = await request('https://api.example.com/tls-only/12345', { dispatcher: agent });
+  t.equal(viaTls.statusCode, 200, 'the same route over https is served');
+  const seen = (await viaTls.body.json()) as SeenRequest;
+  t.same([seen.scheme, seen.headers.authorization], ['https', `Bearer ${SECRET}`]);
 });
 
 t.test('an upstream whose certificate is not trusted: 502 upstream_tls_error, never a downgrade', async (t) => {

@@ -7,7 +7,7 @@ const policy = compileFrom({
   'p.yaml': routesFile(
     `  - id: billing-read\n    host: api.example.com\n    methods: [GET]\n    path: /customers/{customer}/billing\n    scopes: ["read:billing:customer-{customer}"]\n    connector: k\n` +
       `  - id: refund\n    host: api.example.com\n    methods: [POST]\n    path: /customers/{customer}/refunds\n    scopes: ["write:billing:customer-{customer}"]\n    maxDelegationDepth: 1\n` +
-      `  - id: alt\n    host: alt.example.com\n    port: 8080\n    path: /x\n    scopes: ["read:x:y"]\n` +
+      `  - id: alt\n    host: alt.example.com\n    port: 8080\n    scheme: http\n    path: /x\n    scopes: ["read:x:y"]\n` +
       `  - id: by-id\n    host: api.example.com\n    path: /ids/{id}\n    scopes: ["read:ids:{id}"]\n` +
       `  - id: rev\n    mount: /billing\n    upstream: http://127.0.0.1:9000\n    path: /items\n    scopes: ["read:items:all"]\n`,
     `  - name: k\n    type: static\n    secret: { env: K }\n`,
@@ -61,7 +61,7 @@ t.test('a value that cannot be authorized is denied even for a wildcard grant', 
 t.test('no route: says why', async (t) => {
   const cases: Array<[string, string, RegExp]> = [
     ['GET', 'http://unknown.example.org/x', /no route for host unknown\.example\.org/],
-    ['GET', 'http://alt.example.com/x', /routes exist for alt\.example\.com but none for http port 80; they use port 8080/],
+    ['GET', 'http://alt.example.com/x', /routes exist for alt\.example\.com but none for http port 80; they use http port 8080/],
     ['GET', 'http://api.example.com/customers', /no route's path template matches \/customers\n {2}billing-read: \/customers\/\{customer\}\/billing \(p\.yaml:7:5\)/],
     ['DELETE', 'http://api.example.com/customers/1/billing', /method DELETE is not allowed:\n {2}billing-read: \/customers\/\{customer\}\/billing allows GET \(p\.yaml:7:5\)/],
     ['GET', '/billing/other', /no route's path template matches \/other/],

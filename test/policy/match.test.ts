@@ -49,9 +49,22 @@ const ROUTES = [
   `  - id: port-8080
     host: api.example.com
     port: 8080
+    scheme: http
     methods: [GET]
     path: /customers/{customer}
     scopes: ["read:customers:alt-{customer}"]`,
+  `  - id: tls-443
+    host: tls.example.org
+    port: 443
+    methods: [GET]
+    path: /x
+    scopes: ["read:x:y"]`,
+  `  - id: https-only
+    host: secure.example.org
+    scheme: https
+    methods: [GET]
+    path: /x
+    scopes: ["read:x:y"]`,
   `  - id: wild
     host: "*.example.com"
     methods: [GET]
@@ -70,6 +83,7 @@ const ROUTES = [
   `  - id: loopback
     host: 127.0.0.1
     port: 9000
+    scheme: http
     methods: [GET]
     path: /customers/{customer}
     scopes: ["read:customers:loop-{customer}"]`,
@@ -120,7 +134,12 @@ const TABLE: Array<[string, string, string | undefined, Record<string, string>?]
   ['GET', 'http://api.example.com/files', undefined],
   ['GET', 'https://api.example.com/customers/42', 'cust-one'],
   ['GET', 'http://api.example.com:8080/customers/42', 'port-8080'],
-  ['GET', 'https://api.example.com:8080/customers/42', 'port-8080'],
+  ['GET', 'https://api.example.com:8080/customers/42', undefined],
+  ['GET', 'https://tls.example.org/x', 'tls-443'],
+  ['GET', 'http://tls.example.org:443/x', undefined],
+  ['GET', 'http://tls.example.org/x', undefined],
+  ['GET', 'https://secure.example.org/x', 'https-only'],
+  ['GET', 'http://secure.example.org/x', undefined],
   ['GET', 'http://api.example.com:443/customers/42', undefined],
   ['GET', 'http://api.example.com:443/customers', undefined],
   ['GET', 'https://api.example.com:80/customers', undefined],
@@ -176,6 +195,10 @@ t.test('governsHost (CONNECT decisions)', async (t) => {
     ['API.EXAMPLE.COM', 443, true],
     ['api.example.com', 8080, true],
     ['api.example.com', 8443, false],
+    ['api.example.com', 80, true],
+    ['tls.example.org', 443, true],
+    ['tls.example.org', 80, false],
+    ['secure.example.org', 80, false],
     ['x.example.com', 443, true],
     ['x.eu.example.com', 443, true],
     ['example.com', 443, false],
