@@ -52,11 +52,27 @@ export function authorize(identity: AgentIdentity, match: RouteMatch): SidecarEr
   return undefined;
 }
 
-/** The agent's credentials never go upstream; the request id is set anew. */
-const NOT_FORWARDED: ReadonlySet<string> = new Set([...AGENT_CREDENTIAL_HEADERS, 'x-request-id']);
+/**
+ * The agent's credentials never go upstream; the request id is set anew. Nor do the fields with
+ * which many upstream frameworks take another method, path or host than the request line's (the
+ * request was authorized, and the credential added, for that one), nor claims of a proxy chain.
+ */
+const NOT_FORWARDED: ReadonlySet<string> = new Set([
+  ...AGENT_CREDENTIAL_HEADERS,
+  'x-request-id',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-original-uri',
+  'x-original-method',
+  'x-rewrite-url',
+  'forwarded',
+]);
+const notForwarded = (name: string) => NOT_FORWARDED.has(name) || name.startsWith('x-forwarded-');
 
 function buildOutbound(req: IncomingMessage, canon: CanonicalRequest, requestId: string): OutboundRequest {
-  const headers = stripHopByHop(req.headers, NOT_FORWARDED);
+  const headers = stripHopByHop(req.headers, notForwarded);
   headers['x-request-id'] = requestId;
   return {
     method: canon.method,

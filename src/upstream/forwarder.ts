@@ -44,10 +44,10 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /**
- * Removes hop-by-hop fields, every field the Connection header names, and the fields in `drop`.
+ * Removes hop-by-hop fields, every field the Connection header names, and the fields `drop` names.
  * Builds a new object rather than deleting from a copy, which would leave it slow to read.
  */
-export function stripHopByHop(headers: Record<string, string | string[] | undefined>, drop?: ReadonlySet<string>): Record<string, string | string[]> {
+export function stripHopByHop(headers: Record<string, string | string[] | undefined>, drop?: (name: string) => boolean): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   let named: Set<string> | undefined;
   const conn = headers.connection;
@@ -61,7 +61,7 @@ export function stripHopByHop(headers: Record<string, string | string[] | undefi
   }
   for (const k in headers) {
     const v = headers[k];
-    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k) || drop?.has(k)) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || named?.has(k) || drop?.(k)) continue;
     out[k] = v;
   }
   return out;

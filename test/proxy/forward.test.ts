@@ -70,6 +70,33 @@ t.test('allowed request: upstream gets the injected key, never the agent token',
   t.equal(r.headers['x-upstream'], 'yes');
 });
 
+t.test('fields that would make the upstream take another method, path or host are not forwarded', async (t) => {
+  const overrides = {
+    'x-http-method-override': 'DELETE',
+    'x-http-method': 'DELETE',
+    'x-method-override': 'DELETE',
+    'x-original-url': '/customers/67890/billing',
+    'x-original-uri': '/customers/67890/billing',
+    'x-original-method': 'DELETE',
+    'x-rewrite-url': '/admin',
+    forwarded: 'host=evil.example;proto=https',
+    'x-forwarded-host': 'evil.example',
+    'x-forwarded-proto': 'https',
+    'x-forwarded-prefix': '/admin',
+    'x-forwarded-for': '10.0.0.1',
+  };
+  const r = await viaProxy('/customers/12345/billing', { headers: { ...overrides, 'x-agent-note': 'kept' } });
+  t.equal(r.status, 200);
+  const seen = r.json() as Received;
+  t.same(
+    Object.keys(overrides).filter((h) => seen.headers[h] !== undefined),
+    [],
+    'none of them reached the upstream',
+  );
+  t.equal(seen.headers['x-agent-note'], 'kept', 'other fields of the agent are forwarded');
+  t.same([seen.method, seen.url], ['GET', '/customers/12345/billing']);
+});
+
 t.test('hop-by-hop fields do not cross the proxy, either way', async (t) => {
   upstream.handlers.set('/files/a/b.txt', (_r, res) => {
     // Raw head: node would otherwise manage Connection and Keep-Alive itself.
