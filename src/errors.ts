@@ -15,6 +15,7 @@ export const ERROR_CATALOGUE = {
   bad_request: { status: 400, title: 'Bad Request' },
   ambiguous_request: { status: 400, title: 'Bad Request' },
   payload_too_large: { status: 413, title: 'Payload Too Large' },
+  request_timeout: { status: 408, title: 'Request Timeout' },
   headers_too_large: { status: 431, title: 'Request Header Fields Too Large' },
   upstream_unreachable: { status: 502, title: 'Bad Gateway' },
   upstream_tls_error: { status: 502, title: 'Bad Gateway' },

@@ -48,6 +48,8 @@ export const SidecarConfigSchema = z.strictObject({
       keepAliveTimeout: Duration.default('5s'),
       /** Time allowed to receive a whole request head. */
       headersTimeout: Duration.default('10s'),
+      /** Longest pause in a request body on its way upstream (the agent sending, or the upstream taking, nothing). */
+      requestBodyTimeout: Duration.refine((d) => durationMs(d) >= 1000, 'must be at least 1s').default('30s'),
     })
     .prefault({}),
   admin: z.strictObject({ listen: ListenAddress.default(DEFAULT_ADMIN_LISTEN) }).prefault({}),

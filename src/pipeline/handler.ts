@@ -7,6 +7,7 @@ import type { AgentIdentity } from '../auth/types.js';
 import { firstUncovered } from '../auth/scope.js';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
+import { durationMs } from '../config/schema.js';
 import { canonicalizeForward, canonicalizeOrigin, checkFraming } from '../ingress/canonical.js';
 import { type TunnelContext, tunnelContextOf } from '../ingress/tunnel-context.js';
 import { AGENT_CREDENTIAL_HEADERS, extractToken } from '../ingress/token.js';
@@ -191,6 +192,7 @@ function afterVerify(
 
 export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const maxBody = rt.config.proxy.maxRequestBodyBytes;
+  const bodyIdleMs = durationMs(rt.config.proxy.requestBodyTimeout);
 
   // Plain callbacks rather than one async function: see prepareRequest.
   return (req, res) => {
@@ -213,7 +215,7 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
     const forward = ({ out, match, withBody }: PreparedRequest) => {
       let sent: Promise<ForwardResult>;
       try {
-        sent = rt.forwarder.forward(out, req, res, { caFile: match.route.def.caFile, requestId: st.requestId, maxBodyBytes: maxBody, hasBody: withBody });
+        sent = rt.forwarder.forward(out, req, res, { caFile: match.route.def.caFile, requestId: st.requestId, maxBodyBytes: maxBody, bodyIdleMs, hasBody: withBody });
       } catch (err) {
         fail(err);
         return;

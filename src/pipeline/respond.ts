@@ -35,6 +35,9 @@ export function sendProblem(res: ServerResponse, err: SidecarError, requestId: s
     'cache-control': 'no-store',
     'x-request-id': requestId,
   };
+  // A body not read to its end (too large, stalled, or refused before it came) is not read now: the
+  // connection closes after this answer rather than wait for the rest before the next request.
+  if (res.req && !res.req.complete) res.shouldKeepAlive = false;
   if (err.code === 'token_required') headers['proxy-authenticate'] = 'Bearer realm="agentwrit-sidecar", Basic realm="agentwrit-sidecar"';
   if (err.code === 'token_missing' || err.status === 401) headers['www-authenticate'] = 'Bearer realm="agentwrit-sidecar"';
   res.writeHead(err.status, headers);

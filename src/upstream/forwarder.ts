@@ -122,15 +122,32 @@ export function upstreamErrorToSidecar(err: unknown): SidecarError {
   return new SidecarError('upstream_unreachable', 'the upstream could not be reached', { cause: err });
 }
 
-function byteLimit(max: number): Transform {
+/**
+ * The request body on its way upstream: counted against `maxBytes` when it has no Content-Length
+ * (undici holds a declared one to its length, checked against the limit before), and cut when no
+ * byte passes for `idleMs`. Either error reaches the Exchange as the upstream request's failure.
+ */
+function bodyGuard(maxBytes: number | undefined, idleMs: number): Transform {
   let seen = 0;
-  return new Transform({
+  const guard = new Transform({
     transform(chunk: Buffer, _enc, cb) {
+      timer.refresh();
       seen += chunk.length;
-      if (seen > max) cb(new SidecarError('payload_too_large', `request body exceeds ${max} bytes`));
+      if (maxBytes !== undefined && seen > maxBytes) cb(new SidecarError('payload_too_large', `request body exceeds ${maxBytes} bytes`));
       else cb(null, chunk);
     },
+    flush(cb) {
+      clearTimeout(timer);
+      cb();
+    },
+    destroy(err, cb) {
+      clearTimeout(timer);
+      cb(err);
+    },
   });
+  const timer = setTimeout(() => guard.destroy(new SidecarError('request_timeout', `no request body bytes moved for ${idleMs / 1000} s`)), idleMs);
+  timer.unref();
+  return guard;
 }
 
 /**
@@ -330,15 +347,11 @@ export class Forwarder {
     out: OutboundRequest,
     req: IncomingMessage,
     res: ServerResponse,
-    opts: { caFile?: string; requestId: string; maxBodyBytes: number; hasBody: boolean },
+    opts: { caFile?: string; requestId: string; maxBodyBytes: number; bodyIdleMs: number; hasBody: boolean },
   ): Promise<ForwardResult> {
     const pool = this.pool(out.origin, opts.caFile);
     let body: Readable | undefined;
-    if (opts.hasBody) {
-      // A declared Content-Length was already checked against the limit (and undici enforces it);
-      // a chunked body is counted as it streams.
-      body = req.headers['content-length'] !== undefined ? req : req.pipe(byteLimit(opts.maxBodyBytes));
-    }
+    if (opts.hasBody) body = req.pipe(bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs));
     return new Promise<ForwardResult>((resolve, reject) => {
       pool.dispatch(
         { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },

@@ -259,6 +259,70 @@ t.test('ambiguous requests are refused with 400', async (t) => {
   }
 });
 
+t.test('request bodies: a stalled one is cut (408), one over the limit closes its connection (413)', async (t) => {
+  // One upstream connection: a body that held it would hold up every later request.
+  const tight = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [
+      {
+        version: 'v1',
+        connectors: [{ name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' }],
+        routes: [
+          { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+          { id: 'refund', host: 'api.example.com', methods: ['POST'], path: '/customers/{customer}/refunds', scopes: ['write:billing:customer-{customer}'], connector: 'billing-api' },
+        ],
+      },
+    ],
+    config: {
+      proxy: { listen: '127.0.0.1:0', requestBodyTimeout: '1s', maxRequestBodyBytes: 1024 },
+      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, connectionsPerOrigin: 1 },
+    },
+  });
+  t.teardown(() => tight.close());
+  /** Writes `payload`, then reads until the sidecar closes the connection (or 5 s pass). */
+  const exchange = (payload: string) =>
+    new Promise<{ text: string; closedBySidecar: boolean; ms: number }>((resolve, reject) => {
+      const started = Date.now();
+      const s = connect(tight.proxyPort, '127.0.0.1', () => s.write(payload));
+      let text = '';
+      s.on('data', (d) => {
+        text += d.toString();
+      });
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve({ text, closedBySidecar: false, ms: Date.now() - started });
+      }, 5000);
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve({ text, closedBySidecar: true, ms: Date.now() - started });
+      });
+      s.on('error', reject);
+    });
+  const head = `POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\n`;
+
+  const stalled = await exchange(`${head}Content-Length: 1000\r\n\r\nabc`);
+  t.match(stalled.text, /^HTTP\/1\.1 408 /, 'a body that stops coming: 408');
+  t.match(stalled.text, /\r\nconnection: close\r\n/i);
+  t.match(stalled.text, /"error_code":"request_timeout"/);
+  t.ok(stalled.closedBySidecar && stalled.ms >= 900, `cut after the timeout (${stalled.ms} ms)`);
+  const after = await request('http://api.example.com/customers/12345/billing', { dispatcher: new ProxyAgent({ uri: tight.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false }) });
+  t.equal(after.statusCode, 200, 'the upstream connection it held is free again');
+  await after.body.dump();
+
+  const big = 'x'.repeat(2048);
+  const tooLarge = await exchange(
+    `${head}Transfer-Encoding: chunked\r\n\r\n${(2048).toString(16)}\r\n${big}\r\n0\r\n\r\nGET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n`,
+  );
+  t.match(tooLarge.text, /^HTTP\/1\.1 413 /, 'a chunked body over the limit: 413');
+  t.match(tooLarge.text, /\r\nconnection: close\r\n/i, 'and the connection is not offered for another request');
+  t.ok(tooLarge.closedBySidecar, 'closed by the sidecar, not left hanging');
+
+  await tight.runtime.audit.flush();
+  const codes = (await import('node:fs')).readFileSync(tight.auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).error_code);
+  t.ok(codes.includes('request_timeout') && codes.includes('payload_too_large'), 'both audited');
+});
+
 t.test('upstream failures: 502 when unreachable', async (t) => {
   const down = await startTestSidecar({
     upstreamPort: 1, // nothing listens on port 1
