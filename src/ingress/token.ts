@@ -57,7 +57,10 @@ export function extractToken(headers: IncomingHttpHeaders, tunnelToken?: string)
     return { token: tunnelToken, malformed: false, from: 'tunnel' };
   }
   if (token === undefined) {
-    return { malformed: proxyAuth !== undefined || headers.authorization !== undefined };
+    // An Authorization of another scheme (the agent's own Basic for the origin, say) is no attempt
+    // at a token: the request has none, and a forward-proxy client is asked for one with 407.
+    const auth = headers.authorization;
+    return { malformed: proxyAuth !== undefined || (auth !== undefined && /^bearer(\s|$)/i.test(auth)) };
   }
   if (token.length > MAX_TOKEN_LENGTH || !JWS_SHAPE.test(token)) return { malformed: true };
   return { token, malformed: false, from };
