@@ -16,6 +16,7 @@ export const ERROR_CATALOGUE = {
   ambiguous_request: { status: 400, title: 'Bad Request' },
   payload_too_large: { status: 413, title: 'Payload Too Large' },
   request_timeout: { status: 408, title: 'Request Timeout' },
+  expectation_failed: { status: 417, title: 'Expectation Failed' },
   headers_too_large: { status: 431, title: 'Request Header Fields Too Large' },
   upstream_unreachable: { status: 502, title: 'Bad Gateway' },
   upstream_tls_error: { status: 502, title: 'Bad Gateway' },

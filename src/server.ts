@@ -10,6 +10,7 @@ import type { LoadedConfig } from './config/load.js';
 import { durationMs } from './config/schema.js';
 import { createConnectHandler } from './ingress/connect.js';
 import { Interceptor } from './ingress/intercept.js';
+import { clientErrorRefusal, refuseRaw } from './ingress/raw-socket.js';
 import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
@@ -192,6 +193,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     {
       maxHeaderSize: config.proxy.maxHeaderBytes,
       headersTimeout: durationMs(config.proxy.headersTimeout),
+      // node looks for late request heads this often (30 s by default, which would stretch headersTimeout).
+      connectionsCheckingInterval: Math.min(1000, durationMs(config.proxy.headersTimeout)),
       keepAliveTimeout: durationMs(config.proxy.keepAliveTimeout),
       requestTimeout: 0,
     },
@@ -202,10 +205,14 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     s.once('close', () => sockets.delete(s));
   });
   proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const refusal = clientErrorRefusal(err, socket, config.proxy.maxHeaderBytes);
+    if (!refusal || !socket.writable) return socket.destroy();
+    refuseRaw(rt, socket, refusal);
   });
+  // Expect: the pipeline answers (417 for anything but 100-continue), and sends 100 Continue only
+  // once the request is allowed and its body is wanted; node would answer both itself.
+  proxy.on('checkContinue', onRequest);
+  proxy.on('checkExpectation', onRequest);
   // Requests inside intercepted tunnels and WebSocket upgrades run the same pipeline and counting.
   const onUpgrade = createUpgradeHandler(rt);
   const interceptor = new Interceptor({ rt, onRequest, onUpgrade });

@@ -18,6 +18,7 @@ import { durationMs } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
 import type { Runtime } from '../runtime/types.js';
 import { normalizeLeafHost } from '../tls/leaf.js';
+import { clientErrorRefusal, refuseRaw } from './raw-socket.js';
 import { attachTunnelContext } from './tunnel-context.js';
 import { msSince, recordTunnel } from './tunnel-record.js';
 
@@ -70,6 +71,7 @@ export class Interceptor {
       {
         maxHeaderSize: rt.config.proxy.maxHeaderBytes,
         headersTimeout: durationMs(rt.config.proxy.headersTimeout),
+        connectionsCheckingInterval: Math.min(1000, durationMs(rt.config.proxy.headersTimeout)),
         keepAliveTimeout: this.#idleMs,
         requestTimeout: 0,
       },
@@ -83,16 +85,20 @@ export class Interceptor {
       socket.destroy();
     });
     server.on('upgrade', opts.onUpgrade);
+    server.on('checkContinue', opts.onRequest);
+    server.on('checkExpectation', opts.onRequest);
     server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
       socket.on('error', () => socket.destroy());
-      socket.end('HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      const st = this.#active.get(socket);
+      if (st) st.reason ??= 'bad_http';
+      refuseRaw(rt, socket, new SidecarError('bad_request', 'CONNECT inside a tunnel is not supported'), st?.start.requestId);
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       const st = this.#active.get(socket);
       if (st) st.reason ??= err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'headers_timeout' : err.code?.startsWith('HPE_') ? 'bad_http' : 'tls_error';
-      if (!socket.writable || !err.code?.startsWith('HPE_')) return socket.destroy();
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      const refusal = clientErrorRefusal(err, socket, rt.config.proxy.maxHeaderBytes);
+      if (!refusal || !socket.writable) return socket.destroy();
+      refuseRaw(rt, socket, refusal, st?.start.requestId);
     });
     // The server never listens; 'listening' starts node's connection tracking, which is what
     // enforces headersTimeout on the connections handed to it.

@@ -5,7 +5,10 @@
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ERROR_CATALOGUE, SidecarError } from '../errors.js';
+import { recordDecision } from '../pipeline/record.js';
+import { nextRequestId } from '../pipeline/request-id.js';
 import { problemBody } from '../pipeline/respond.js';
+import type { Runtime } from '../runtime/types.js';
 
 const PROXY_AUTHENTICATE = 'Bearer realm="agentwrit-sidecar", Basic realm="agentwrit-sidecar"';
 
@@ -29,6 +32,31 @@ export function writeRawProblem(socket: Duplex, err: SidecarError, requestId: st
   if (err.code === 'token_required') head += `proxy-authenticate: ${PROXY_AUTHENTICATE}\r\n`;
   if (err.code === 'token_missing' || err.status === 401) head += 'www-authenticate: Bearer realm="agentwrit-sidecar"\r\n';
   socket.end(`${head}\r\n${body}`);
+}
+
+/**
+ * A refusal of a request that never reached the pipeline (node could not parse it, its head came
+ * too slowly, a CONNECT inside a tunnel): problem+json on the socket, which is then closed, and
+ * recorded like every other decision.
+ */
+export function refuseRaw(rt: Runtime, socket: Duplex, err: SidecarError, tunnelId?: string): void {
+  const st = { requestId: nextRequestId(undefined), started: process.hrtime.bigint(), tunnelId, error: err };
+  writeRawProblem(socket, err, st.requestId);
+  recordDecision(rt, st);
+}
+
+/**
+ * node's clientError for a request it could not read, as a refusal; undefined for a broken
+ * connection, and for one that timed out without sending a byte (no request to answer or record).
+ */
+export function clientErrorRefusal(err: NodeJS.ErrnoException, socket: Duplex, maxHeaderBytes: number): SidecarError | undefined {
+  if (err.code === 'HPE_HEADER_OVERFLOW') return new SidecarError('headers_too_large', `request headers exceed ${maxHeaderBytes} bytes`);
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    if (!((socket as Socket).bytesRead > 0)) return undefined;
+    return new SidecarError('request_timeout', 'the request head did not arrive within proxy.headersTimeout');
+  }
+  if (err.code?.startsWith('HPE_')) return new SidecarError('bad_request', 'the request is not valid HTTP/1.1');
+  return undefined;
 }
 
 const HOST_CHARS = /^[a-z0-9._-]+$/;

@@ -140,6 +140,8 @@ export function prepareRequest(rt: Runtime, req: IncomingMessage, st: RequestSta
   const gen = rt.generation();
   if (!gen || !rt.verifier.ready()) throw new SidecarError('not_ready', 'the sidecar is starting; retry shortly');
   checkFraming(req.rawHeaders);
+  const expect = req.headers.expect;
+  if (expect !== undefined && expect.toLowerCase() !== '100-continue') throw new SidecarError('expectation_failed', 'only Expect: 100-continue is supported');
   const tunnel = tunnelContextOf(req.socket);
   st.tunnelId = tunnel?.connectRequestId;
   const canon = canonicalize(req, gen, tunnel);
@@ -214,6 +216,8 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
     };
     const forward = ({ out, match, withBody }: PreparedRequest) => {
       let sent: Promise<ForwardResult>;
+      // Allowed, and its body wanted: now the agent may send it (Expect is not forwarded).
+      if (withBody && req.headers.expect !== undefined) res.writeContinue();
       try {
         sent = rt.forwarder.forward(out, req, res, { caFile: match.route.def.caFile, requestId: st.requestId, maxBodyBytes: maxBody, bodyIdleMs, hasBody: withBody });
       } catch (err) {

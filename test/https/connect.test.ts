@@ -200,6 +200,18 @@ t.test('pass-through: a blind tunnel with the scope (the agent sees the real cer
   t.equal(JSON.parse(denied.body).error_code, 'scope_violation');
 });
 
+t.test('a CONNECT inside an intercepted tunnel: 400 problem+json, audited with the tunnel', async (t) => {
+  const s = await tunnelTls('api.example.com:443', 'api.example.com', fx.caPem);
+  const r = await exchange(s, 'CONNECT other.example.com:443 HTTP/1.1\r\nHost: other.example.com:443\r\n\r\n');
+  t.equal(r.status, 400);
+  const problem = JSON.parse(r.body) as { error_code: string; detail: string; request_id: string };
+  t.same([problem.error_code, problem.detail], ['bad_request', 'CONNECT inside a tunnel is not supported']);
+  const records = await fx.audit();
+  const rec = records.find((x) => x.request_id === problem.request_id);
+  t.match(rec, { type: 'request', decision: 'deny', error_code: 'bad_request' });
+  t.ok(typeof rec?.tunnel_id === 'string', 'with the id of the CONNECT that opened the tunnel');
+});
+
 t.test('no domain fronting: the inner Host must be the CONNECT host', async (t) => {
   const s = await tunnelTls('api.example.com:443', 'api.example.com', fx.caPem);
   const r = await exchange(s, 'GET /customers/12345/billing HTTP/1.1\r\nHost: untrusted.example.com\r\nConnection: close\r\n\r\n');

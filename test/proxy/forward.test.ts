@@ -21,26 +21,25 @@ const key = await makeKey();
 const upstream = await startUpstream();
 const dirKey = join(tempDir('aws-fwd-'), 'broker-public.pem');
 writeFileSync(dirKey, key.publicPem);
+const POLICY = {
+  version: 'v1',
+  connectors: [
+    { name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' },
+    { name: 'query-key', type: 'static', secret: { env: 'BILLING_API_KEY' }, query: 'api_key' },
+  ],
+  routes: [
+    { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+    { id: 'refund', host: 'api.example.com', methods: ['POST'], path: '/customers/{customer}/refunds', scopes: ['write:billing:customer-{customer}'], connector: 'billing-api' },
+    { id: 'search', host: 'api.example.com', methods: ['GET'], path: '/search', scopes: ['read:search:*'], connector: 'query-key' },
+    { id: 'files', host: 'api.example.com', methods: ['GET'], path: '/files/{rest*}', scopes: ['read:files:{rest}'], connector: 'billing-api' },
+    { id: 'deep', host: 'api.example.com', methods: ['GET'], path: '/deep', scopes: ['read:deep:x'], maxDelegationDepth: 0 },
+    { id: 'rev', mount: '/billing', upstream: 'http://api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+  ],
+};
 const sc = await startTestSidecar({
   upstreamPort: upstream.port,
   broker: { verify: 'offline', publicKeyFile: dirKey },
-  policies: [
-    {
-      version: 'v1',
-      connectors: [
-        { name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' },
-        { name: 'query-key', type: 'static', secret: { env: 'BILLING_API_KEY' }, query: 'api_key' },
-      ],
-      routes: [
-        { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
-        { id: 'refund', host: 'api.example.com', methods: ['POST'], path: '/customers/{customer}/refunds', scopes: ['write:billing:customer-{customer}'], connector: 'billing-api' },
-        { id: 'search', host: 'api.example.com', methods: ['GET'], path: '/search', scopes: ['read:search:*'], connector: 'query-key' },
-        { id: 'files', host: 'api.example.com', methods: ['GET'], path: '/files/{rest*}', scopes: ['read:files:{rest}'], connector: 'billing-api' },
-        { id: 'deep', host: 'api.example.com', methods: ['GET'], path: '/deep', scopes: ['read:deep:x'], maxDelegationDepth: 0 },
-        { id: 'rev', mount: '/billing', upstream: 'http://api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
-      ],
-    },
-  ],
+  policies: [POLICY],
 });
 t.teardown(async () => {
   await sc.close();
@@ -156,6 +155,21 @@ t.test('missing token on a forward request: 407 with Proxy-Authenticate', async 
   t.equal(res.statusCode, 407);
   t.match(res.headers['proxy-authenticate'], /Bearer/);
   t.equal(((await res.body.json()) as { error_code: string }).error_code, 'token_required');
+
+  // The agent's own origin credential is not an attempt at a token: still 407, so a client asks
+  // for proxy credentials (curl -u u:p -x proxy) rather than take it as the origin's refusal.
+  const basic = await pool.request({
+    method: 'GET',
+    path: 'http://api.example.com/customers/12345/billing',
+    headers: { host: 'api.example.com', authorization: `Basic ${Buffer.from('user:pass').toString('base64')}` },
+  });
+  t.equal(basic.statusCode, 407, 'with only Authorization: Basic');
+  t.equal(((await basic.body.json()) as { error_code: string }).error_code, 'token_required');
+  const curl = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-u', 'user:pass', '-x', sc.proxyUrl, 'http://api.example.com/customers/12345/billing']);
+  t.equal(curl.stdout, '407', 'curl -u user:pass -x proxy');
+  const bearer = await pool.request({ method: 'GET', path: 'http://api.example.com/customers/12345/billing', headers: { host: 'api.example.com', authorization: 'Bearer not-a-jwt' } });
+  t.equal(bearer.statusCode, 401, 'a Bearer that is no token: 401');
+  t.equal(((await bearer.body.json()) as { error_code: string }).error_code, 'token_invalid');
 });
 
 t.test('invalid, expired and foreign tokens: 401', async (t) => {
@@ -264,16 +278,7 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
   const tight = await startTestSidecar({
     upstreamPort: upstream.port,
     broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [
-      {
-        version: 'v1',
-        connectors: [{ name: 'billing-api', type: 'static', secret: { env: 'BILLING_API_KEY' }, header: 'Authorization', format: 'Bearer ${secret}' }],
-        routes: [
-          { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
-          { id: 'refund', host: 'api.example.com', methods: ['POST'], path: '/customers/{customer}/refunds', scopes: ['write:billing:customer-{customer}'], connector: 'billing-api' },
-        ],
-      },
-    ],
+    policies: [POLICY],
     config: {
       proxy: { listen: '127.0.0.1:0', requestBodyTimeout: '1s', maxRequestBodyBytes: 1024 },
       upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, connectionsPerOrigin: 1 },
@@ -321,6 +326,59 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
   await tight.runtime.audit.flush();
   const codes = (await import('node:fs')).readFileSync(tight.auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).error_code);
   t.ok(codes.includes('request_timeout') && codes.includes('payload_too_large'), 'both audited');
+});
+
+t.test('requests node cannot take as they are: problem+json answers, each audited', async (t) => {
+  const strict = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [POLICY],
+    config: {
+      proxy: { listen: '127.0.0.1:0', headersTimeout: '1s', maxHeaderBytes: 2048 },
+      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` } },
+    },
+  });
+  t.teardown(() => strict.close());
+  /** Writes `payload` and reads until the sidecar closes the connection. */
+  const answerTo = (payload: string) =>
+    new Promise<string>((resolve, reject) => {
+      const s = connect(strict.proxyPort, '127.0.0.1', () => s.write(payload));
+      let text = '';
+      s.on('data', (d) => {
+        text += d.toString();
+      });
+      s.on('close', () => resolve(text));
+      s.on('error', reject);
+      setTimeout(() => s.destroy(), 5000);
+    });
+  const problem = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { error_code: string; request_id: string };
+  const cases: Array<[string, string, number, string]> = [
+    ['an Expect other than 100-continue', 'GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nExpect: foo\r\n\r\n', 417, 'expectation_failed'],
+    ['a header line without a colon', 'GET http://api.example.com/x HTTP/1.1\r\nHost: api.example.com\r\nNo colon here\r\n\r\n', 400, 'bad_request'],
+    ['headers over proxy.maxHeaderBytes', `GET http://api.example.com/x HTTP/1.1\r\nHost: api.example.com\r\nX-Big: ${'a'.repeat(4096)}\r\n\r\n`, 431, 'headers_too_large'],
+    ['a head that stops coming', 'GET http://api.example.com/x HTTP/1.1\r\nHost: api.exa', 408, 'request_timeout'],
+  ];
+  for (const [name, payload, status, code] of cases) {
+    const text = await answerTo(payload);
+    t.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), name);
+    t.match(text, /\r\ncontent-type: application\/problem\+json\r\n/, `${name}: problem+json`);
+    t.equal(problem(text).error_code, code, name);
+    t.match(text, new RegExp(`\r\nx-request-id: ${problem(text).request_id}\r\n`), `${name}: its request id`);
+  }
+  const silent = await answerTo('');
+  t.equal(silent, '', 'a connection that sends nothing is closed without an answer');
+
+  // Expect: 100-continue is answered by the sidecar only once the request is allowed.
+  const refusedFirst = await answerTo('POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+  t.match(refusedFirst, /^HTTP\/1\.1 407 /, 'no 100 Continue before the refusal of a request without a token');
+  const body = 'r'.repeat(4000); // curl asks for 100-continue above 1 KiB
+  const { stdout } = await run('curl', ['-s', '-x', strict.proxyUrl, '--proxy-user', `agent:${good}`, '--data-binary', body, 'http://api.example.com/customers/12345/refunds']);
+  const seen = JSON.parse(stdout) as Received;
+  t.same([seen.method, seen.body.length, seen.headers.expect], ['POST', 4000, undefined], 'curl with Expect: 100-continue: the body arrives, Expect is not forwarded');
+
+  await strict.runtime.audit.flush();
+  const records = (await import('node:fs')).readFileSync(strict.auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  for (const [name, , , code] of cases) t.ok(records.some((r) => r.decision === 'deny' && r.error_code === code), `${name}: audited`);
 });
 
 t.test('upstream failures: 502 when unreachable', async (t) => {
