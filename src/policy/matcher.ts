@@ -47,7 +47,9 @@ export function portMatches(e: RouteEngine, scheme: 'http' | 'https', port: numb
 }
 
 export function methodMatches(e: RouteEngine, method: string): boolean {
-  return e.anyMethod || e.methods.has(method);
+  // "*" is every method but TRACE: an upstream that answers TRACE echoes the request, the injected
+  // credential included, back to the agent.
+  return (e.anyMethod && method !== 'TRACE') || e.methods.has(method);
 }
 
 /** Parameters and filled scopes of a route known to match. */

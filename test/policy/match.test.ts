@@ -125,6 +125,8 @@ const TABLE: Array<[string, string, string | undefined, Record<string, string>?]
   ['GET', 'http://api.example.com/customers/42/billing', 'cust-billing', { customer: '42' }],
   ['POST', 'http://api.example.com/customers/42/billing', 'cust-billing-any'],
   ['DELETE', 'http://api.example.com/customers/42/billing', 'cust-billing-any'],
+  ['TRACE', 'http://api.example.com/customers/42/billing', undefined],
+  ['PROPFIND', 'http://api.example.com/customers/42/billing', 'cust-billing-any'],
   ['GET', 'http://api.example.com/files/a', 'files-rest', { path: 'a' }],
   ['GET', 'http://api.example.com/files/a/b/c', 'files-rest', { path: 'a/b/c' }],
   ['GET', 'http://api.example.com/files/a%20b/c/', 'files-rest', { path: 'a b/c/' }],
