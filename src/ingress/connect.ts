@@ -23,6 +23,7 @@ import { upstreamErrorToSidecar } from '../upstream/forwarder.js';
 import type { Interceptor } from './intercept.js';
 import { isIpLiteral, parseConnectAuthority, splice, writeRawProblem } from './raw-socket.js';
 import { extractToken } from './token.js';
+import { tokenWatchFor } from './token-watch.js';
 import { msSince, recordTunnel } from './tunnel-record.js';
 
 export interface ConnectDeps {
@@ -127,7 +128,7 @@ async function handleConnect(deps: ConnectDeps, req: IncomingMessage, socket: So
     throw new SidecarError('audit_unavailable', 'the audit log cannot be written; requests are refused until it can');
   }
   if (verdict.kind === 'intercept') await intercept(deps, socket, head, a, intake.token);
-  else await passThrough(rt, socket, head, a);
+  else await passThrough(rt, socket, head, a, intake.token);
 }
 
 const ESTABLISHED = (requestId: string) => `HTTP/1.1 200 Connection Established\r\nx-request-id: ${requestId}\r\n\r\n`;
@@ -179,7 +180,7 @@ function dialUpstream(rt: Runtime, host: string, port: number): Promise<Socket> 
   });
 }
 
-async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt): Promise<void> {
+async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt, token: string): Promise<void> {
   const upstream = await dialUpstream(rt, a.host!, a.port!);
   if (socket.destroyed) {
     upstream.destroy();
@@ -189,7 +190,7 @@ async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt
   recordTunnel(rt, { type: 'tunnel', requestId: a.requestId, outcome: 'passed_through', host: a.host, port: a.port, identity: a.identity, scopes: a.scopes });
   rt.metrics.activeTunnels.inc();
   if (head.length > 0) upstream.write(head);
-  splice(socket, upstream, { idleMs: durationMs(rt.config.tls.tunnelIdleTimeout) }).then(
+  splice(socket, upstream, { idleMs: durationMs(rt.config.tls.tunnelIdleTimeout), watch: tokenWatchFor(rt, token, a.identity!) }).then(
     (r) => {
       rt.metrics.activeTunnels.dec();
       recordTunnel(rt, {

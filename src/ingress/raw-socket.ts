@@ -101,7 +101,7 @@ export interface SpliceResult {
   bytesOut: number;
   durationMs: number;
   /** Which side ended it first, or why it was cut. */
-  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout';
+  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'token_expired' | 'token_revoked';
 }
 
 /** How long a side that already closed waits for the other to finish its own close. */
@@ -112,7 +112,16 @@ const LINGER_MS = 2_000;
  * is passed on as a clean close (half-close first, so nothing in flight is lost); an error or
  * `idleMs` without traffic on either socket cuts both.
  */
-export function splice(client: Duplex, upstream: Socket, opts: { idleMs: number; startedAt?: number }): Promise<SpliceResult> {
+export function splice(
+  client: Duplex,
+  upstream: Socket,
+  opts: {
+    idleMs: number;
+    startedAt?: number;
+    /** Cuts the connection for a reason of its own (token-watch.ts); returns its stop function. */
+    watch?: (cut: (reason: 'token_expired' | 'token_revoked') => void) => () => void;
+  },
+): Promise<SpliceResult> {
   const started = opts.startedAt ?? performance.now();
   let bytesIn = 0;
   let bytesOut = 0;
@@ -138,6 +147,7 @@ export function splice(client: Duplex, upstream: Socket, opts: { idleMs: number;
     (client as Socket).setTimeout?.(opts.idleMs, timeout);
     upstream.setTimeout(opts.idleMs, timeout);
   }
+  const unwatch = opts.watch?.(cut);
   client.once('end', () => note('client_closed'));
   upstream.once('end', () => note('upstream_closed'));
   const linger = (other: Duplex) => {
@@ -155,6 +165,7 @@ export function splice(client: Duplex, upstream: Socket, opts: { idleMs: number;
       note(side === 'client' ? 'client_closed' : 'upstream_closed');
       linger(side === 'client' ? upstream : client);
       if (++closed === 2) {
+        unwatch?.();
         resolve({ bytesIn, bytesOut, durationMs: Math.round((performance.now() - started) * 1000) / 1000, reason: reason ?? 'client_closed' });
       }
     };

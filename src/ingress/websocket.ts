@@ -18,6 +18,9 @@ import { toSidecarError } from '../pipeline/respond.js';
 import type { Runtime } from '../runtime/types.js';
 import { stripHopByHop, upstreamErrorToSidecar } from '../upstream/forwarder.js';
 import { splice, writeRawProblem } from './raw-socket.js';
+import { extractToken } from './token.js';
+import { tokenWatchFor } from './token-watch.js';
+import { tunnelContextOf } from './tunnel-context.js';
 import { msSince, recordTunnel } from './tunnel-record.js';
 
 type UpstreamAnswer = { kind: 'upgrade'; res: IncomingMessage; socket: Socket; head: Buffer } | { kind: 'response'; res: IncomingMessage };
@@ -114,7 +117,9 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     if (head.length > 0) upstream.write(head);
     record();
     const started = performance.now();
-    const r = await splice(client, upstream, { idleMs, startedAt: started });
+    // The token the upgrade was allowed with (prepareRequest found one): the WebSocket ends with it.
+    const token = extractToken(req.headers, tunnelContextOf(req.socket)?.token).token as string;
+    const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, st.identity!) });
     recordTunnel(rt, {
       type: 'tunnel_closed',
       requestId: st.requestId,

@@ -31,7 +31,9 @@ export interface HttpsFixture {
 
 type Routes = Record<string, unknown>[];
 
-export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; extraRoutes?: Routes | ((up: EchoUpstreams) => Routes) } = {}): Promise<HttpsFixture> {
+export async function startHttpsFixture(
+  opts: { tls?: Record<string, unknown>; broker?: Record<string, unknown>; extraRoutes?: Routes | ((up: EchoUpstreams) => Routes) } = {},
+): Promise<HttpsFixture> {
   const dir = tempDir('aws-https-');
   const up = await startEchoUpstreams(dir);
   const key = await makeKey();
@@ -43,7 +45,7 @@ export async function startHttpsFixture(opts: { tls?: Record<string, unknown>; e
   const sc = await startTestSidecar({
     upstreamPort: up.httpPort,
     dir,
-    broker: { verify: 'offline', publicKeyFile: keyFile },
+    broker: { verify: 'offline', publicKeyFile: keyFile, ...opts.broker },
     policies: [
       {
         version: 'v1',
