@@ -156,28 +156,36 @@ export async function acquireAuditLock(logPath: string, opts: AuditLockOptions =
   }
 
   let lost = false;
+  const loseTo = (why: string) => {
+    lost = true;
+    opts.onLost?.(`audit lock ${path} is no longer ours: ${why}`);
+  };
   const refresh = async () => {
     if (lost) return;
+    let text: string;
     try {
-      let text: string;
+      text = await readFile(path, 'utf8');
+    } catch (e) {
+      // A failed read (too many open files, say) says nothing of who holds the lock: asked again
+      // at the next batch or refresh. Only another writer's content, or its file, means it is lost.
+      if (!missing(e)) return;
+      // Removed by hand: no other writer has it, so take it again (an 'wx' race lost means one has).
       try {
-        text = await readFile(path, 'utf8');
-      } catch (e) {
-        if (!missing(e)) throw e;
-        // Removed by hand: no other writer has it, so take it again (an 'wx' race lost means one has).
         const old = held;
         held = await createLock(path, mine);
         await old.fh.close();
         opts.onRestored?.();
-        return;
+      } catch (c) {
+        if ((c as NodeJS.ErrnoException).code === 'EEXIST') loseTo('another writer created it');
       }
-      if (text !== mine) throw new Error(`another writer holds it now (${describe(parseHolder(text))})`);
-      const now = new Date();
-      await utimes(path, now, now);
-    } catch (e) {
-      lost = true;
-      opts.onLost?.(`audit lock ${path} is no longer ours: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'another writer created it' : (e as Error).message}`);
+      return;
     }
+    if (text !== mine) {
+      loseTo(`another writer holds it now (${describe(parseHolder(text))})`);
+      return;
+    }
+    const now = new Date();
+    await utimes(path, now, now).catch(() => {});
   };
   // One refresh at a time: two that both found the file removed would both create it, and the
   // second would take the first's EEXIST for another writer.

@@ -151,6 +151,33 @@ t.test('a lock taken away is noticed at the next batch, long before the next ref
   await t.rejects(sink.close(), /1 records not written/);
 });
 
+t.test('a lock that cannot be read for a while (too many open files) is not taken for lost', async (t) => {
+  let failing = false;
+  const fsp = await import('node:fs/promises');
+  const emfile = () => Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' });
+  const { acquireAuditLock: acquire } = await t.mockImport<typeof import('../../src/audit/lock.js')>('../../src/audit/lock.js', {
+    'node:fs/promises': {
+      ...fsp,
+      readFile: (...a: Parameters<typeof fsp.readFile>) => (failing ? Promise.reject(emfile()) : fsp.readFile(...a)),
+      stat: (...a: Parameters<typeof fsp.stat>) => (failing ? Promise.reject(emfile()) : fsp.stat(...a)),
+    },
+  });
+  const dir = t.testdir({});
+  const log = join(dir, 'audit.jsonl');
+  const lost: string[] = [];
+  const lock = await acquire(log, { staleMs: STALE, onLost: (r) => lost.push(r) });
+  failing = true;
+  t.equal(await lock.verify(), true, 'a batch goes on while the lock cannot be looked at');
+  await new Promise((r) => setTimeout(r, STALE)); // several refreshes fail meanwhile
+  failing = false;
+  t.same(lost, [], 'not reported lost');
+  t.equal(await lock.verify(), true);
+  writeFileSync(lockPathOf(log), '{"pid":2,"host":"intruder"}\n');
+  await new Promise((r) => setTimeout(r, STALE / 2));
+  t.equal(lost.length, 1, 'a real loss is still told');
+  await lock.release();
+});
+
 t.test('a lock removed or replaced under its writer is reported once', async (t) => {
   const dir = t.testdir({});
   const log = join(dir, 'audit.jsonl');
