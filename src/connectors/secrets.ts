@@ -10,7 +10,7 @@
  * Errors are SidecarError connector_unavailable with a detail safe for the agent; the operator's
  * explanation (which variable or file, why) is the error's `cause`. Neither ever holds the value.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { SecretSourceInput } from '../config/schema.js';
 import { errorReason, SidecarError } from '../errors.js';
@@ -60,8 +60,8 @@ class EnvSecret implements SecretReader {
     // The environment does not change under a running process: read once, then serve the copy.
     if (this.value === undefined) {
       const v = this.env[this.name];
-      if (v === undefined || v === '') {
-        return Promise.reject(secretUnavailable(`environment variable ${this.name} is not set or empty`));
+      if (v === undefined || v.trim() === '') {
+        return Promise.reject(secretUnavailable(`environment variable ${this.name} is not set, empty or only whitespace`));
       }
       this.value = v;
     }
@@ -72,6 +72,27 @@ class EnvSecret implements SecretReader {
 interface FileState {
   identity: string;
   value: string;
+}
+
+/** A Kubernetes Secret holds at most 1 MiB; a credential file larger than that is not one. */
+export const MAX_SECRET_FILE_BYTES = 1024 * 1024;
+
+/** Reads the file, but never more than `max` bytes of it: a larger file is refused unread. */
+async function readCapped(path: string, max: number): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > max) throw new Error(`the file is larger than ${max} bytes`);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await fh.close();
+  }
 }
 
 function stripOneNewline(s: string): string {
@@ -109,8 +130,8 @@ class FileSecret implements SecretReader {
     try {
       const identity = await fileIdentity(this.path);
       if (this.state?.identity !== identity) {
-        const value = stripOneNewline(await readFile(this.path, 'utf8'));
-        if (value === '') throw new Error('the file is empty');
+        const value = stripOneNewline(await readCapped(this.path, MAX_SECRET_FILE_BYTES));
+        if (value.trim() === '') throw new Error(value === '' ? 'the file is empty' : 'the file holds only whitespace');
         this.state = { identity, value };
       }
       this.checkedAt = Date.now();

@@ -7,6 +7,7 @@
  * characters (CR/LF would split a header), or characters a header cannot carry, is refused.
  */
 import type { ConnectorInput } from '../config/schema.js';
+import { SidecarError } from '../errors.js';
 import { createSecretReader, type SecretReader, secretUnavailable } from './secrets.js';
 import type { Connector, Credential, OutboundRequest } from './types.js';
 
@@ -20,6 +21,21 @@ interface HeaderCredential extends Credential {
   readonly kind: 'static-header';
   readonly header: string;
   readonly value: string;
+  /** The header's name with "_" for some of its "-": CGI-style upstreams read them as the header itself. */
+  readonly aliases: readonly string[];
+}
+
+/** Every spelling of `header` with one or more of its "-" as "_" (none for a name without "-"; at most 63). */
+function underscoreAliases(header: string): string[] {
+  const parts = header.split('-');
+  const gaps = Math.min(parts.length - 1, 6);
+  const out: string[] = [];
+  for (let mask = 1; mask < 1 << gaps; mask++) {
+    let name = parts[0];
+    for (let i = 1; i < parts.length; i++) name += (i <= gaps && mask & (1 << (i - 1)) ? '_' : '-') + parts[i];
+    out.push(name);
+  }
+  return out;
 }
 
 interface QueryCredential extends Credential {
@@ -56,6 +72,8 @@ function checkSecret(value: string, source: SecretReader, forHeader: boolean): v
     throw secretUnavailable(`secret from ${source.describe()} contains characters a header cannot carry`);
   }
   if (LONE_SURROGATE.test(value)) throw secretUnavailable(`secret from ${source.describe()} is not valid text`);
+  // A header value loses its leading and trailing whitespace on the wire: the upstream would get another credential.
+  if (forHeader && value.trim() !== value) throw secretUnavailable(`secret from ${source.describe()} starts or ends with whitespace, which a header does not keep`);
 }
 
 /** Decodes percent-escapes (invalid ones stay as they are) and "+" as space, as form parsers do. */
@@ -75,17 +93,34 @@ function looseDecode(s: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
-/** Replaces every `name` parameter in the path's query (however it was encoded) with `pair`. */
+const nameOf = (part: string) => {
+  const eq = part.indexOf('=');
+  return looseDecode(eq < 0 ? part : part.slice(0, eq));
+};
+/** How some upstream frameworks read a parameter name: case-insensitively, trimmed, "[]" for lists. */
+const loosely = (n: string) => n.trim().toLowerCase().replace(/\[\]$/, '');
+
+/**
+ * Replaces every `name` parameter in the path's query (however it was percent-encoded) with
+ * `pair`. A copy the agent sent under a name that upstream frameworks may still read as `name` — other
+ * case, spaces, a "[]" suffix, or after a ";" that some take for a separator — cannot be told
+ * from the credential there: such a request is refused rather than sent with two.
+ */
 export function setQueryParam(path: string, name: string, pair: string): string {
   const q = path.indexOf('?');
   if (q < 0) return `${path}?${pair}`;
+  const wanted = loosely(name);
   const kept = path
     .slice(q + 1)
     .split('&')
     .filter((part) => {
       if (part === '') return false;
-      const eq = part.indexOf('=');
-      return looseDecode(eq < 0 ? part : part.slice(0, eq)) !== name;
+      const n = nameOf(part);
+      if (n === name) return false;
+      if (loosely(n) === wanted || part.split(';').some((p, i) => i > 0 && loosely(nameOf(p)) === wanted)) {
+        throw new SidecarError('bad_request', 'the query holds a parameter that the credential of this request would be confused with');
+      }
+      return true;
     });
   kept.push(pair);
   return `${path.slice(0, q)}?${kept.join('&')}`;
@@ -130,7 +165,11 @@ abstract class StaticConnector implements Connector {
 
   apply(credential: Credential, outbound: OutboundRequest): void {
     const c = credential as StaticCredential;
-    if (c.kind === 'static-header') outbound.headers[c.header] = c.value;
+    if (c.kind === 'static-header') {
+      // The agent's own copy under another spelling would reach the upstream beside the credential.
+      for (const a of c.aliases) if (outbound.headers[a] !== undefined) delete outbound.headers[a];
+      outbound.headers[c.header] = c.value;
+    }
     else if (c.kind === 'static-query') outbound.path = setQueryParam(outbound.path, c.name, c.pair);
     else throw new TypeError(`connector ${this.name}: not a static credential`);
   }
@@ -147,6 +186,7 @@ class HeaderConnector extends StaticConnector {
     private readonly secret: SecretReader,
     private readonly header: string,
     private readonly parts: string[],
+    private readonly aliases = underscoreAliases(header),
   ) {
     super(name, [secret]);
   }
@@ -154,7 +194,7 @@ class HeaderConnector extends StaticConnector {
   protected render([value]: string[]): StaticCredential {
     checkSecret(value, this.secret, true);
     // join, not String.replace: a "$&" inside a secret must stay literal.
-    return { kind: 'static-header', header: this.header, value: this.parts.join(value) };
+    return { kind: 'static-header', header: this.header, value: this.parts.join(value), aliases: this.aliases };
   }
 }
 
@@ -188,7 +228,7 @@ class BasicConnector extends StaticConnector {
     // RFC 7617: the user-id cannot contain a colon, the password may.
     if (user.includes(':')) throw secretUnavailable(`user name from ${this.user.describe()} contains ":"`);
     const token = Buffer.from(`${user}:${pass}`, 'utf8').toString('base64');
-    return { kind: 'static-header', header: 'authorization', value: `Basic ${token}` };
+    return { kind: 'static-header', header: 'authorization', value: `Basic ${token}`, aliases: [] };
   }
 }
 

@@ -14,6 +14,7 @@ import { AGENT_CREDENTIAL_HEADERS, extractToken } from '../ingress/token.js';
 import type { CanonicalRequest, RouteMatch } from '../policy/types.js';
 import type { Generation, Runtime } from '../runtime/types.js';
 import { type ForwardResult, stripHopByHop } from '../upstream/forwarder.js';
+import { explainFailure } from '../connectors/secrets.js';
 import { recordDecision } from './record.js';
 import { sendProblem, toSidecarError } from './respond.js';
 import { nextRequestId } from './request-id.js';
@@ -192,7 +193,29 @@ function afterVerify(
   });
 }
 
+/** How often the same connector failure is logged again while it lasts. */
+const CONNECTOR_PROBLEM_REPEAT_MS = 60_000;
+
+/**
+ * The agent gets "the upstream credential is unavailable"; the operator gets which connector and
+ * why (never a value): once per change of reason, and again every minute while it lasts.
+ */
+function connectorProblemLogger(rt: Runtime): (st: RequestState) => void {
+  const last = new Map<string, { why: string; at: number }>();
+  return (st) => {
+    const name = st.match?.route.connector;
+    if (st.error?.code !== 'connector_unavailable' || name === undefined) return;
+    const why = explainFailure(st.error);
+    const seen = last.get(name);
+    const now = Date.now();
+    if (seen && seen.why === why && now - seen.at < CONNECTOR_PROBLEM_REPEAT_MS) return;
+    last.set(name, { why, at: now });
+    rt.logger.error({ connector: name, route: st.match?.route.id, reason: why }, 'connector cannot provide its credential; its requests are refused');
+  };
+}
+
 export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
+  const connectorProblem = connectorProblemLogger(rt);
   const maxBody = rt.config.proxy.maxRequestBodyBytes;
   const bodyIdleMs = durationMs(rt.config.proxy.requestBodyTimeout);
 
@@ -204,6 +227,7 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
       try {
         st.error = toSidecarError(err);
         if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error');
+        else if (st.error.code === 'connector_unavailable') connectorProblem(st);
         sendProblem(res, st.error, st.requestId);
       } finally {
         done();

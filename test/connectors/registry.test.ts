@@ -44,7 +44,7 @@ t.test('every failure is listed, naming the source and never a value', async (t)
   const e = err as ConnectorProvisionError;
   t.same(e.problems.map((p) => p.connector).sort(), ['crlf', 'host', 'no-env', 'no-file', 'ok']);
   t.match(e.message, /connector ok: defined more than once/);
-  t.match(e.message, /connector no-env: environment variable MISSING_KEY is not set or empty/);
+  t.match(e.message, /connector no-env: environment variable MISSING_KEY is not set, empty or only whitespace/);
   t.match(e.message, new RegExp(`connector no-file: secret file ${join(dir, 'absent.txt')} cannot be read \\(ENOENT\\)`));
   t.match(e.message, /connector crlf: secret from file .*crlf contains control characters/);
   t.match(e.message, /connector host: header Host cannot carry a credential/);

@@ -43,8 +43,8 @@ t.test('env: read once, never shown by describe()', async (t) => {
 });
 
 t.test('env: missing or empty is connector_unavailable naming the variable', async (t) => {
-  await rejectsUnavailable(t, createSecretReader({ env: 'NOPE' }, dir, {}).read(), /environment variable NOPE is not set or empty/);
-  await rejectsUnavailable(t, createSecretReader({ env: 'EMPTY' }, dir, { EMPTY: '' }).read(), /EMPTY is not set or empty/);
+  await rejectsUnavailable(t, createSecretReader({ env: 'NOPE' }, dir, {}).read(), /environment variable NOPE is not set, empty or only whitespace/);
+  await rejectsUnavailable(t, createSecretReader({ env: 'EMPTY' }, dir, { EMPTY: '' }).read(), /EMPTY is not set, empty or only whitespace/);
 });
 
 t.test('file: relative to baseDir, one trailing newline removed', async (t) => {
@@ -68,6 +68,18 @@ t.test('file: missing, empty, or a directory is connector_unavailable', async (t
   await writeFile(join(dir, 'empty'), '\n');
   await rejectsUnavailable(t, createSecretReader({ file: 'empty' }, dir).read(), /empty/);
   await rejectsUnavailable(t, createSecretReader({ file: '.' }, dir).read(), /EISDIR/);
+  await writeFile(join(dir, 'blank'), ' \t \n');
+  await rejectsUnavailable(t, createSecretReader({ file: 'blank' }, dir).read(), /holds only whitespace/);
+  await rejectsUnavailable(t, createSecretReader({ env: 'BLANK' }, dir, { BLANK: '  ' }).read(), /BLANK is not set, empty or only whitespace/);
+});
+
+t.test('file: larger than a Kubernetes Secret can be (1 MiB) is refused without being read whole', async (t) => {
+  await writeFile(join(dir, 'max'), 'k'.repeat(1024 * 1024));
+  t.equal((await createSecretReader({ file: 'max' }, dir).read()).length, 1024 * 1024, '1 MiB is read');
+  await writeFile(join(dir, 'huge'), Buffer.alloc(64 * 1024 * 1024, 0x6b));
+  const before = process.memoryUsage().rss;
+  await rejectsUnavailable(t, createSecretReader({ file: 'huge' }, dir).read(), /huge cannot be read \(the file is larger than 1048576 bytes\)/);
+  t.ok(process.memoryUsage().rss - before < 32 * 1024 * 1024, 'not read into memory');
 });
 
 t.test('file: a Kubernetes-style ..data symlink swap is picked up within about a second', async (t) => {

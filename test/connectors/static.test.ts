@@ -112,6 +112,25 @@ t.test('query: set, URL-encoded, replacing every copy the agent sent', async (t)
   t.equal(setQueryParam('/p?my%20key=1&my+key=2', 'my key', 'my%20key=s'), '/p?my%20key=s', 'names compared decoded, "+" as space');
 });
 
+t.test('query: a copy under a name upstreams may read as the same parameter is refused, not sent beside the credential', async (t) => {
+  const c = createConnector(def({ name: 'q2', type: 'static', secret: { env: 'K' }, query: 'api_key' }), { baseDir: dir, env: { K: 'secret' } });
+  await c.provision();
+  const credential = await c.getCredential(ctx);
+  for (const query of ['API_KEY=up', 'Api_Key=x', 'api_key[]=arr', '%20api_key=sp', 'api_key%20=sp', 'x=1;api_key=agent', 'x=1;API_KEY=agent']) {
+    const out = outbound(`/v1/items?${query}`);
+    t.throws(() => c.apply(credential, out), { code: 'bad_request' }, query);
+  }
+  const fine = outbound('/v1/items?api_keys=1&x=api_key&my_api_key=2');
+  c.apply(credential, fine);
+  t.equal(fine.path, '/v1/items?api_keys=1&x=api_key&my_api_key=2&api_key=secret', 'other names, and the name as a value, stay');
+});
+
+t.test('header: the agent\'s copy under an underscore spelling is removed (CGI reads X_Api_Key as X-Api-Key)', async (t) => {
+  const c = createConnector(def({ name: 'hx', type: 'static', secret: { env: 'K' }, header: 'X-Api-Key' }), { baseDir: dir, env: { K: 'secret' } });
+  const out = await applied(c, outbound('/x', { x_api_key: 'agent', 'x_api-key': 'agent', 'x-api_key': 'agent', 'x-api-key': 'agent', x_other: 'kept' }));
+  t.same(out.headers, { 'x-api-key': 'secret', x_other: 'kept' });
+});
+
 t.test('basic: Authorization Basic base64(user:pass), each from its own source', async (t) => {
   await writeFile(join(dir, 'pw'), 'pa:ss wörd\n');
   const c = createConnector(def({ name: 'basic', type: 'static', basic: { username: { env: 'U' }, password: { file: 'pw' } } }), {
@@ -144,6 +163,13 @@ t.test('control characters in a secret are refused, never put on the request', a
     });
     t.equal((await refusal(basic)).code, 'connector_unavailable');
   }
+  // A header loses leading and trailing whitespace on the wire; a query parameter keeps it.
+  for (const secret of [' lead', 'trail ', '   ']) {
+    const h = createConnector(def({ name: 'ws', type: 'static', secret: { env: 'K' } }), { baseDir: dir, env: { K: secret } });
+    t.match(explainFailure(await refusal(h)), secret.trim() === '' ? /environment variable K is not set, empty or only whitespace/ : /starts or ends with whitespace/, JSON.stringify(secret));
+  }
+  const spaced = createConnector(def({ name: 'qs', type: 'static', secret: { env: 'K' }, query: 'k' }), { baseDir: dir, env: { K: ' s ' } });
+  t.equal((await applied(spaced, outbound('/'))).path, '/?k=%20s%20');
   // A header cannot carry characters beyond Latin-1; a query parameter can (percent-encoded).
   const env = { K: 'ключ' };
   t.match(explainFailure(await refusal(createConnector(def({ name: 'h', type: 'static', secret: { env: 'K' } }), { baseDir: dir, env }))), /a header cannot carry/);

@@ -381,6 +381,43 @@ t.test('requests node cannot take as they are: problem+json answers, each audite
   for (const [name, , , code] of cases) t.ok(records.some((r) => r.decision === 'deny' && r.error_code === code), `${name}: audited`);
 });
 
+t.test('a secret file that goes bad: 503 to the agent, the connector and the reason to the operator', async (t) => {
+  const dir = tempDir('aws-secret-');
+  const secretFile = join(dir, 'billing-key');
+  writeFileSync(secretFile, 'sk-file-SECRET-456\n');
+  const fileSc = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [
+      {
+        version: 'v1',
+        connectors: [{ name: 'billing-file', type: 'static', secret: { file: secretFile }, header: 'X-Api-Key' }],
+        routes: [{ id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-file' }],
+      },
+    ],
+  });
+  t.teardown(() => fileSc.close());
+  const agent = new ProxyAgent({ uri: fileSc.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+  const get = async () => {
+    const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent, headers: { x_api_key: 'agent-copy' } });
+    return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
+  };
+  const ok = await get();
+  t.equal(ok.status, 200);
+  t.same([(ok.body as unknown as Received).headers['x-api-key'], (ok.body as unknown as Received).headers.x_api_key], ['sk-file-SECRET-456', undefined], 'the agent copy under x_api_key is gone');
+
+  writeFileSync(`${secretFile}.tmp`, '   \n');
+  (await import('node:fs')).renameSync(`${secretFile}.tmp`, secretFile);
+  await new Promise((r) => setTimeout(r, 1100)); // the file is looked at once a second
+  const refused = await get();
+  t.same([refused.status, refused.body.error_code, refused.body.detail], [503, 'connector_unavailable', 'the upstream credential is unavailable']);
+  await get();
+  const lines = fileSc.logs.filter((l) => l.includes('connector cannot provide its credential'));
+  t.equal(lines.length, 1, 'logged once while the reason stays the same');
+  t.match(JSON.parse(lines[0] ?? '{}'), { level: 'error', connector: 'billing-file', route: 'billing-read', reason: /billing-key cannot be read \(the file holds only whitespace\)/ });
+  t.notOk(fileSc.logs.join('\n').includes('sk-file-SECRET-456'), 'no value in the log');
+});
+
 t.test('upstream failures: 502 when unreachable', async (t) => {
   const down = await startTestSidecar({
     upstreamPort: 1, // nothing listens on port 1
