@@ -12,7 +12,6 @@
  * head hash with one kept elsewhere (a copy, a log line) catches them. Likewise, deleting the
  * oldest rotated files looks the same as the sink deleting them past audit.rotateKeep.
  */
-import { StringDecoder } from 'node:string_decoder';
 import { checkLine, GENESIS_HASH, ROTATED_TYPE } from './chain.js';
 
 export interface VerifyReport {
@@ -89,46 +88,81 @@ export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<V
 
 /**
  * Several files of one chain, oldest first, each opened only when its turn comes; `name` labels
- * the file a bad record is in.
+ * the file a bad record is in. Every file after the first starts with the `rotated` record the
+ * sink writes first in each new file, so records moved from one file into another, or a file
+ * emptied into the next, are found; only the last file may be empty (the sink had just opened it).
  */
 export async function verifyAuditStreams(inputs: Array<{ open: () => NodeJS.ReadableStream; name?: string }>): Promise<VerifyReport> {
   const checker = new ChainChecker();
-  for (const { open, name } of inputs) {
+  for (const [i, { open, name }] of inputs.entries()) {
     checker.file = name;
     checker.lineNo = 0;
-    if (!(await checkStream(checker, open()))) break;
+    const boundary = i === 0 ? undefined : { last: i === inputs.length - 1 };
+    if (!(await checkStream(checker, open(), boundary))) break;
   }
   return checker.report();
 }
 
-/** Feeds one stream's lines to the checker; false once a bad line was found. */
-async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream): Promise<boolean> {
-  const decoder = new StringDecoder('utf8');
-  let carry = '';
-  for await (const chunk of input) {
-    carry += typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer);
-    let nl = carry.indexOf('\n');
-    let from = 0;
-    while (nl >= 0) {
-      if (!checker.line(carry.slice(from, nl))) return false;
-      from = nl + 1;
-      nl = carry.indexOf('\n', from);
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Feeds one stream's lines to the checker; false once a bad line was found. Lines are split as
+ * bytes and each decoded strictly: a byte that is not UTF-8 would otherwise be read as U+FFFD,
+ * and a record whose text held U+FFFD would still match its hash.
+ */
+async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, boundary?: { last: boolean }): Promise<boolean> {
+  let carry: Buffer = Buffer.alloc(0);
+  let first = boundary !== undefined;
+  const line = (bytes: Buffer): boolean => {
+    let text: string;
+    try {
+      text = utf8.decode(bytes);
+    } catch {
+      checker.lineNo++;
+      return checker.fail(undefined, 'not valid UTF-8 (bytes changed after writing)');
     }
-    carry = carry.slice(from);
+    if (first) {
+      first = false;
+      const c = checkLine(text);
+      if (c.ok && !isRotatedStart(text)) {
+        checker.lineNo++;
+        return checker.fail(c.seq, 'a later file does not start with its rotated record (records moved between files, or files out of order)');
+      }
+    }
+    return checker.line(text);
+  };
+  for await (const chunk of input) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
+    carry = carry.length === 0 ? bytes : Buffer.concat([carry, bytes]);
+    let from = 0;
+    let nl = carry.indexOf(10);
+    while (nl >= 0) {
+      if (!line(carry.subarray(from, nl))) return false;
+      from = nl + 1;
+      nl = carry.indexOf(10, from);
+    }
+    carry = carry.subarray(from);
     if (carry.length > MAX_LINE) {
       checker.lineNo++;
       checker.fail(undefined, `line longer than ${MAX_LINE} bytes (not an audit record)`);
       return false;
     }
   }
-  carry += decoder.end();
-  if (carry !== '') {
+  if (carry.length > 0) {
     // The writer ends every record with a newline: a last line without one is a cut-short write.
     checker.lineNo++;
-    const c = checkLine(carry);
-    const detail = c.ok ? 'complete record' : c.reason;
-    checker.fail(c.seq, `incomplete last line: no newline at the end (torn write; ${detail})`);
+    let c: ReturnType<typeof checkLine> | undefined;
+    try {
+      c = checkLine(utf8.decode(carry));
+    } catch {
+      // not UTF-8 either: said below
+    }
+    const detail = c === undefined ? 'not valid UTF-8' : c.ok ? 'complete record' : c.reason;
+    checker.fail(c?.seq, `incomplete last line: no newline at the end (torn write; ${detail})`);
     return false;
+  }
+  if (first && boundary && !boundary.last) {
+    return checker.fail(undefined, 'an empty file between others (a rotated file holds at least its rotated record)');
   }
   return true;
 }

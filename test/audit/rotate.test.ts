@@ -67,6 +67,38 @@ t.test('files rotate past rotateBytes and verify as one chain, oldest first', as
   t.equal((await verify([`${path}.1`])).code, 1, 'a file cut at the front is found');
 });
 
+t.test('records moved from one file into the next, or a file emptied into it, are found', async (t) => {
+  const dir = t.testdir({});
+  const path = join(dir, 'audit.jsonl');
+  await write({ path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100, rotateBytes: 3000, rotateKeep: 2 }, 0, 60);
+  const [a, b, c] = [await readFile(`${path}.2`, 'utf8'), await readFile(`${path}.1`, 'utf8'), await readFile(path, 'utf8')];
+  const files = [`${path}.2`, `${path}.1`, path];
+  t.equal((await verify(files)).code, 0);
+
+  // The last record of .1 moved to the front of the current file: one stream, but not the files the sink wrote.
+  const bLines = b.split('\n').filter(Boolean);
+  await writeFile(`${path}.1`, `${bLines.slice(0, -1).join('\n')}\n`);
+  await writeFile(path, `${bLines.at(-1)}\n${c}`);
+  const moved = await verify(files);
+  t.equal(moved.code, 1, 'a record moved across a file boundary');
+  t.match(moved.out, `TAMPERED or damaged: ${path} line 1`);
+  t.match(moved.out, /does not start with its rotated record/);
+
+  // All of .1 merged into the current file, .1 left empty.
+  await writeFile(`${path}.1`, '');
+  await writeFile(path, b + c);
+  const merged = await verify(files);
+  t.equal(merged.code, 1, 'a file emptied into the next');
+  t.match(merged.out, /an empty file between others/);
+
+  // As written, and an empty newest file (the sink had just opened it): fine.
+  await writeFile(`${path}.2`, a);
+  await writeFile(`${path}.1`, b);
+  await writeFile(path, c);
+  await writeFile(`${path}.new`, '');
+  t.equal((await verify([...files, `${path}.new`])).code, 0, 'only the last file may be empty');
+});
+
 t.test('a restart continues the chain, also from PATH.1 when PATH is empty', async (t) => {
   const dir = t.testdir({});
   const path = join(dir, 'audit.jsonl');

@@ -82,6 +82,19 @@ t.test('tampering is found and the first bad record named', async (t) => {
   }
 });
 
+t.test('bytes that are not UTF-8 are found, even where they would read as the U+FFFD a record holds', async (t) => {
+  const path = join(dir, 'fffd.jsonl');
+  const sink = await openAuditSink({ path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100 });
+  sink.append({ type: 'request', time: '2025-01-01T00:00:01.000Z', request_id: 'r1', decision: 'allow', task_id: 'task-\ufffd' });
+  sink.append({ type: 'request', time: '2025-01-01T00:00:02.000Z', request_id: 'r2', decision: 'allow' });
+  await sink.close();
+  const bytes = await readFile(path);
+  t.match(await verifyAuditStream(Readable.from([bytes])), { ok: true, records: 2 });
+  const at = bytes.indexOf(Buffer.from('\ufffd'));
+  const changed = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
+  t.match(await verifyAuditStream(Readable.from([changed])), { ok: false, records: 0, firstBad: { line: 1, reason: /not valid UTF-8/ } });
+});
+
 t.test('a torn last line is reported; removing the last record is not (compare the head hash)', async (t) => {
   const lines = await goodLog();
   const torn = await verifyText(`${lines.join('\n')}\n${lines[0].slice(0, 30)}`);
