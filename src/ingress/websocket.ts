@@ -67,8 +67,11 @@ function headLines(status: number, message: string, headers: Array<[string, stri
   return `${head}\r\n`;
 }
 
-/** A non-101 answer (the upstream refused the upgrade) is relayed as is, then the connection closed. */
-function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string): void {
+/**
+ * A non-101 answer (the upstream refused the upgrade) is relayed as is, then the connection closed.
+ * A body that stops for `idleMs`, or an agent that goes away, ends both connections.
+ */
+function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, idleMs: number): void {
   const h = stripHopByHop(res.headers as Record<string, string | string[] | undefined>);
   const pairs: Array<[string, string]> = [];
   for (const k in h) {
@@ -78,7 +81,16 @@ function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string): 
   }
   pairs.push(['x-request-id', requestId], ['connection', 'close']);
   client.write(headLines(res.statusCode ?? 502, res.statusMessage ?? '', pairs));
-  res.on('error', () => client.destroy());
+  const cut = () => {
+    res.destroy();
+    client.destroy();
+  };
+  res.socket.setTimeout(idleMs, cut);
+  res.on('error', cut);
+  res.once('close', () => {
+    if (!res.complete) client.destroy();
+  });
+  client.once('close', () => res.destroy());
   res.pipe(client);
 }
 
@@ -98,7 +110,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     const answer = await requestUpgrade(rt, out, match.route.def.caFile, client);
     st.upstreamStatus = answer.res.statusCode;
     if (answer.kind === 'response') {
-      relayRefusal(answer.res, client, st.requestId);
+      relayRefusal(answer.res, client, st.requestId, durationMs(rt.config.upstream.bodyTimeout));
       record();
       return;
     }

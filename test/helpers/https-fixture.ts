@@ -32,7 +32,12 @@ export interface HttpsFixture {
 type Routes = Record<string, unknown>[];
 
 export async function startHttpsFixture(
-  opts: { tls?: Record<string, unknown>; broker?: Record<string, unknown>; extraRoutes?: Routes | ((up: EchoUpstreams) => Routes) } = {},
+  opts: {
+    tls?: Record<string, unknown>;
+    broker?: Record<string, unknown>;
+    upstream?: Record<string, unknown>;
+    extraRoutes?: Routes | ((up: EchoUpstreams) => Routes);
+  } = {},
 ): Promise<HttpsFixture> {
   const dir = tempDir('aws-https-');
   const up = await startEchoUpstreams(dir);
@@ -71,6 +76,7 @@ export async function startHttpsFixture(
           'untrusted.example.com:443': `127.0.0.1:${up.httpsPort}`,
           'pass.example.com:443': `127.0.0.1:${up.httpsPort}`,
         },
+        ...opts.upstream,
       },
       tls: { caCertOut: caCertFile, bundleOut: bundleFile, connectPorts: [443, 80], tunnelIdleTimeout: '3s', leafCacheSize: 64, ...opts.tls },
     },

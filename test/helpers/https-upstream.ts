@@ -32,6 +32,8 @@ export interface EchoUpstreams {
   /** WebSocket connections currently open on the upstream side. */
   wsOpen(): number;
   wsMessages: string[];
+  /** Sockets of upgrades answered on /ws-refuse-stall (a refusal whose body stops coming), and whether each is closed. */
+  stalled: Duplex[];
   close(): Promise<void>;
 }
 
@@ -47,6 +49,7 @@ export async function startEchoUpstreams(dir: string): Promise<EchoUpstreams> {
   const received: SeenRequest[] = [];
   const wsMessages: string[] = [];
   const wsSockets = new Set<Duplex>();
+  const stalled: Duplex[] = [];
 
   const onRequest = (scheme: 'http' | 'https') => (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
@@ -70,6 +73,13 @@ export async function startEchoUpstreams(dir: string): Promise<EchoUpstreams> {
   const onUpgrade = (scheme: 'http' | 'https') => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     received.push({ scheme, method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: '' });
+    if (req.url === '/ws-refuse-stall') {
+      // A refusal that announces 100 bytes of body, sends 7 and then nothing.
+      stalled.push(socket);
+      socket.once('end', () => socket.destroy()); // closed once the sidecar closes its side
+      socket.write('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\npartial');
+      return;
+    }
     if (!req.url?.startsWith('/ws') || req.url.startsWith('/ws-refuse')) {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 14\r\nx-upstream-refused: yes\r\n\r\nnot a ws path\n');
       return;
@@ -132,8 +142,9 @@ export async function startEchoUpstreams(dir: string): Promise<EchoUpstreams> {
     received,
     wsOpen: () => wsSockets.size,
     wsMessages,
+    stalled,
     async close() {
-      for (const s of [...sockets, ...wsSockets]) s.destroy();
+      for (const s of [...sockets, ...wsSockets, ...stalled]) s.destroy();
       await Promise.all([https, http].map((s) => new Promise((r) => s.close(() => r(undefined)))));
     },
   };

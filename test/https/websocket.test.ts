@@ -9,7 +9,11 @@ import { ProxyAgent, WebSocket } from 'undici';
 import { eventually, rawRequest, SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
 import { encodeFrame, FrameReader, OP_CLOSE, OP_TEXT, wsAccept, wsKey } from '../helpers/ws.js';
 
-const fx = await startHttpsFixture();
+// bodyTimeout 1 s: a refusal whose body stalls is cut that soon.
+const fx = await startHttpsFixture({
+  upstream: { bodyTimeout: '1s' },
+  extraRoutes: [{ id: 'chat-stall', host: 'api.example.com', methods: ['GET'], path: '/ws-refuse-stall', scopes: ['read:chat:lobby'], connector: 'billing-api' }],
+});
 t.teardown(() => fx.close());
 const token = await fx.token();
 
@@ -140,6 +144,17 @@ t.test("the upstream's refusal of an upgrade is relayed as is", async (t) => {
   t.equal(r.status, 403);
   t.match(r.head, /x-upstream-refused: yes/i);
   t.equal(r.body, 'not a ws path\n');
+});
+
+t.test('a refusal of an upgrade whose body stops coming is cut after upstream.bodyTimeout, both sides', async (t) => {
+  const started = Date.now();
+  const r = await rawRequest(fx.sc.proxyPort, upgradeHead('http://api.example.com/ws-refuse-stall', wsKey(), `Proxy-Authorization: Bearer ${token}\r\n`), { untilClose: true });
+  const ms = Date.now() - started;
+  t.equal(r.status, 403);
+  t.equal(r.body, 'partial', 'what came was relayed');
+  t.ok(ms >= 900 && ms < 4000, `closed after the body timeout (${ms} ms)`);
+  await eventually(() => fx.up.stalled.at(-1)?.destroyed === true);
+  t.pass('the upstream connection is closed too');
 });
 
 t.test('only WebSocket upgrades are accepted', async (t) => {
