@@ -27,7 +27,8 @@ export class PolicyReloader {
   private watchers: FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<boolean> | undefined;
-  private again = false;
+  /** The reload after the running one, shared by every call made while it runs. */
+  private queued: Promise<boolean> | undefined;
   private stopped = false;
 
   constructor(private readonly deps: ReloaderDeps) {}
@@ -58,20 +59,25 @@ export class PolicyReloader {
     this.timer.unref();
   }
 
-  /** Builds and swaps a new generation; resolves true when the policy in service is the new one. */
+  /**
+   * Builds and swaps a new generation; resolves true when the policy in service is the new one.
+   * A call while a reload runs gets the one after it: the running one may have read the files
+   * before the change this caller was told about.
+   */
   reload(reason: string): Promise<boolean> {
-    if (this.running) {
-      this.again = true;
+    if (!this.running) {
+      this.running = this.doReload(reason).finally(() => {
+        this.running = undefined;
+      });
       return this.running;
     }
-    this.running = this.doReload(reason).finally(() => {
-      this.running = undefined;
-      if (this.again && !this.stopped) {
-        this.again = false;
-        this.reload(reason).catch(() => {});
-      }
-    });
-    return this.running;
+    this.queued ??= this.running
+      .catch(() => false)
+      .then(() => {
+        this.queued = undefined;
+        return this.stopped ? false : this.reload(reason);
+      });
+    return this.queued;
   }
 
   private async doReload(reason: string): Promise<boolean> {
