@@ -108,7 +108,7 @@ async function compileSet(paths: string[], problems: ConfigProblem[], others: st
   try {
     return compilePolicy(await loadPolicies(paths));
   } catch (e) {
-    if (e instanceof ConfigError) problems.push(...e.problems);
+    if (e instanceof ConfigError) for (const p of e.problems) problems.push(p);
     else others.push((e as Error).message);
     return undefined;
   }
@@ -138,7 +138,7 @@ async function runCheck(argv: string[], io: PolicyIo): Promise<number> {
       const compiled = await compileSet(loaded.config.policies, problems, others);
       if (compiled) lines.push(`${path}: ${summary(compiled)}`);
     } catch (e) {
-      if (e instanceof ConfigError) problems.push(...e.problems);
+      if (e instanceof ConfigError) for (const p of e.problems) problems.push(p);
       else others.push(`${path}: ${(e as Error).message}`);
     }
   }

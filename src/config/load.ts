@@ -4,11 +4,11 @@
  * its file, line and column; nothing half-valid is ever returned.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { type ConfigProblem, ConfigError } from '../errors.js';
-import { NO_POSITIONS, type PositionLookup, parseYaml } from './positions.js';
+import { fileTooLarge, MAX_FILE_BYTES, NO_POSITIONS, type PositionLookup, parseYaml } from './positions.js';
 import { zodProblems } from './problems.js';
 import { type PolicyFile, PolicyFileSchema, type SidecarConfig, SidecarConfigSchema } from './schema.js';
 
@@ -27,13 +27,9 @@ export const BROKER_URL_ENV = 'AGENTWRIT_BROKER_URL';
 
 export async function loadSidecarConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
   const abs = resolve(file);
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    throw new ConfigError([{ file, line: 1, col: 1, message: readFailure(e) }]);
-  }
-  const parsed = parseYaml(file, text);
+  const read = await readText(abs);
+  if ('failure' in read) throw new ConfigError([{ file, line: 1, col: 1, message: read.failure }]);
+  const parsed = parseYaml(file, read.text);
   if (parsed.problems.length > 0) throw new ConfigError(parsed.problems);
   const loaded = validateConfig(parsed.value, dirname(abs), file, env, parsed.positions);
   return { ...loaded, file: abs, fromFile: true };
@@ -71,7 +67,8 @@ function validateConfig(raw: unknown, baseDir: string, file: string, env: NodeJS
   }
   const result = SidecarConfigSchema.safeParse(input);
   if (!result.success) {
-    problems.push(...zodProblems(result.error.issues, input, file, pos));
+    // A loop, not push(...): a spread of very many problems overflows the stack.
+    for (const p of zodProblems(result.error.issues, input, file, pos)) problems.push(p);
     throw new ConfigError(problems);
   }
   const config = result.data;
@@ -124,6 +121,33 @@ function resolvePaths(config: SidecarConfig, baseDir: string): void {
   config.tls.caDir = opt(config.tls.caDir);
   config.tls.caCertOut = opt(config.tls.caCertOut);
   config.tls.bundleOut = opt(config.tls.bundleOut);
+}
+
+/**
+ * A configuration or policy file's text. One larger than MAX_FILE_BYTES is refused before it is
+ * read, as parsing runs on the main thread (also on a hot reload).
+ */
+async function readText(file: string): Promise<{ text: string } | { failure: string }> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(file, 'r');
+    const st = await fh.stat();
+    if (st.isFile() && st.size > MAX_FILE_BYTES) return { failure: fileTooLarge(st.size) };
+    // One byte more than allowed is asked for: a file that grew since, or has no size (a pipe), is caught too.
+    const buf = Buffer.alloc(MAX_FILE_BYTES + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    if (n > MAX_FILE_BYTES) return { failure: fileTooLarge() };
+    return { text: buf.toString('utf8', 0, n) };
+  } catch (e) {
+    return { failure: readFailure(e) };
+  } finally {
+    await fh?.close();
+  }
 }
 
 function readFailure(e: unknown): string {
@@ -205,15 +229,13 @@ async function policyFilesIn(dir: string): Promise<string[]> {
 }
 
 async function loadPolicyFile(file: string, problems: ConfigProblem[]): Promise<PolicySource | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    problems.push({ file, line: 1, col: 1, message: readFailure(e) });
+  const read = await readText(file);
+  if ('failure' in read) {
+    problems.push({ file, line: 1, col: 1, message: read.failure });
     return undefined;
   }
-  const parsed = parsePolicyText(file, text);
-  problems.push(...parsed.problems);
+  const parsed = parsePolicyText(file, read.text);
+  for (const p of parsed.problems) problems.push(p);
   return parsed.source;
 }
 

@@ -1,8 +1,12 @@
 /**
  * YAML parsing that keeps source positions, so every configuration problem can be reported as
  * `file:line:col message` against the node it is about.
+ *
+ * A file is parsed on the main thread, also on a hot reload of a running sidecar, so the work is
+ * bounded: files above MAX_FILE_BYTES are refused unread, nesting beyond MAX_DEPTH is refused
+ * before the (recursive) composer sees it, and nothing below is worse than linear in the file.
  */
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import { CST, Composer, isMap, isScalar, isSeq, Lexer, LineCounter, type Node, type Pair, Parser, type YAMLMap } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 
 export type ConfigPath = readonly PropertyKey[];
@@ -25,6 +29,16 @@ const START: Position = { line: 1, col: 1 };
 /** For documents that were never text (in-memory config): everything is at the start. */
 export const NO_POSITIONS: PositionLookup = { value: () => START, key: () => START };
 
+/** Largest configuration or policy file read, in bytes. */
+export const MAX_FILE_BYTES = 256 * 1024;
+/** Deepest nesting of mappings and sequences in a file. */
+export const MAX_DEPTH = 64;
+
+export function fileTooLarge(bytes?: number): string {
+  const size = bytes === undefined ? '' : ` (${bytes} bytes)`;
+  return `file is larger than 256 KiB${size}; policies can be split across several files in a directory`;
+}
+
 export interface ParsedYaml {
   /** Plain JS value of the document; undefined when the text did not parse. */
   value: unknown;
@@ -33,13 +47,27 @@ export interface ParsedYaml {
 }
 
 export function parseYaml(file: string, text: string): ParsedYaml {
+  const size = Buffer.byteLength(text);
+  if (size > MAX_FILE_BYTES) return { value: undefined, positions: NO_POSITIONS, problems: [{ file, ...START, message: fileTooLarge(size) }] };
   const lineCounter = new LineCounter();
-  // prettyErrors off: its messages embed a copy of the source line, we only want the position.
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number): Position => lineCounter.linePos(offset);
-  const problems: ConfigProblem[] = doc.errors.map((e) => ({ file, ...at(e.pos[0]), message: e.message }));
-  const positions = documentPositions(doc.contents as Node | null, at);
-  if (problems.length > 0) return { value: undefined, positions, problems };
+  const tokens = syntaxTree(text, lineCounter);
+  if (typeof tokens === 'number') {
+    return { value: undefined, positions: NO_POSITIONS, problems: [{ file, ...at(tokens), message: `nesting deeper than ${MAX_DEPTH} levels` }] };
+  }
+  // uniqueKeys off: the library's check is quadratic in the keys of a mapping; indexKeys() does it with a Map.
+  // (Errors are not "prettified" here: that would embed a copy of the source line, we only want the position.)
+  const docs = new Composer({ uniqueKeys: false }).compose(tokens, true, text.length);
+  const doc = docs.next().value!;
+  const found: Array<{ offset: number; message: string }> = doc.errors.map((e) => ({ offset: e.pos[0], message: e.message }));
+  const second = docs.next().value;
+  if (second) found.push({ offset: second.range[0], message: 'a second YAML document (after "---"): a file holds one' });
+  const keys = indexKeys(doc.contents as Node | null, (offset) => found.push({ offset, message: 'Map keys must be unique' }));
+  const positions = documentPositions(doc.contents as Node | null, keys, at);
+  if (found.length > 0) {
+    found.sort((a, b) => a.offset - b.offset);
+    return { value: undefined, positions, problems: found.map((f) => ({ file, ...at(f.offset), message: f.message })) };
+  }
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
@@ -47,10 +75,74 @@ export function parseYaml(file: string, text: string): ParsedYaml {
     // Alias expansion beyond the limit ("billion laughs") or similar.
     return { value: undefined, positions, problems: [{ file, ...START, message: (e as Error).message }] };
   }
-  return { value, positions, problems };
+  return { value, positions, problems: [] };
 }
 
-function documentPositions(root: Node | null, at: (offset: number) => Position): PositionLookup {
+/**
+ * The concrete syntax tree, built without recursion; or the offset of a collection nested deeper
+ * than MAX_DEPTH, as composing the tree into a document recurses once per level.
+ */
+function syntaxTree(text: string, lineCounter: LineCounter): CST.Token[] | number {
+  const parser = new Parser(lineCounter.addNewLine);
+  const tokens: CST.Token[] = [];
+  lineCounter.addNewLine(0); // as Parser.parse() does
+  for (const lexeme of new Lexer().lex(text)) {
+    for (const t of parser.next(lexeme)) tokens.push(t);
+    // The open collections are on the parser's stack: stop there rather than build a huge tree first.
+    if (parser.stack.length > MAX_DEPTH) {
+      const open = parser.stack.filter(CST.isCollection);
+      if (open.length > MAX_DEPTH) return open[MAX_DEPTH].offset;
+    }
+  }
+  for (const t of parser.end()) tokens.push(t);
+  return tooDeep(tokens) ?? tokens;
+}
+
+/** Offset of the first collection nested deeper than MAX_DEPTH, if any (depth first, in document order). */
+function tooDeep(tokens: readonly CST.Token[]): number | undefined {
+  const stack: Array<[CST.Token, number]> = tokens.map((t): [CST.Token, number] => [t, 0]).reverse();
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [token, depth] = top;
+    if (token.type === 'document') {
+      if (token.value) stack.push([token.value, depth]);
+    } else if (CST.isCollection(token)) {
+      if (depth >= MAX_DEPTH) return token.offset;
+      for (let i = token.items.length - 1; i >= 0; i--) {
+        const { key, value } = token.items[i];
+        if (value) stack.push([value, depth + 1]);
+        if (key) stack.push([key, depth + 1]);
+      }
+    }
+  }
+  return undefined;
+}
+
+/** What a key is looked up by: a scalar's value; any other key (a collection) only equals itself. */
+const keyOf = (p: Pair): unknown => (isScalar(p.key) ? p.key.value : p.key);
+
+/** Every mapping's pairs by key (the first of equal keys); each further equal key is reported. */
+function indexKeys(root: Node | null, duplicate: (offset: number) => void): Map<YAMLMap, Map<unknown, Pair>> {
+  const index = new Map<YAMLMap, Map<unknown, Pair>>();
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isMap(node)) {
+      const byKey = new Map<unknown, Pair>();
+      index.set(node, byKey);
+      for (const pair of node.items) {
+        const k = keyOf(pair);
+        if (!byKey.has(k)) byKey.set(k, pair);
+        else duplicate((pair.key as Node).range?.[0] ?? 0);
+        stack.push(pair.key, pair.value);
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) stack.push(item);
+    }
+  }
+  return index;
+}
+
+function documentPositions(root: Node | null, keys: Map<YAMLMap, Map<unknown, Pair>>, at: (offset: number) => Position): PositionLookup {
   const startOf = (n: Node | null | undefined): Position => (n?.range ? at(n.range[0]) : START);
   const walk = (path: ConfigPath, wantKey: boolean): Position => {
     let node: Node | null | undefined = root;
@@ -58,7 +150,7 @@ function documentPositions(root: Node | null, at: (offset: number) => Position):
     for (let i = 0; i < path.length; i++) {
       const step = path[i];
       if (isMap(node)) {
-        const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === step);
+        const pair = keys.get(node)?.get(step);
         if (!pair) return best;
         if (wantKey && i === path.length - 1) return startOf(pair.key as Node);
         node = pair.value as Node | null;

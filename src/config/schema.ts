@@ -4,27 +4,51 @@
  * Unknown keys are errors everywhere (strictObject). Defaults live here, next to their keys.
  */
 import { z } from 'zod';
+import { headerCannotCarry } from '../header-text.js';
 
-/** "250ms", "2s", "1m", "1h" or a bare number of seconds. */
-export const Duration = z.union([
-  z.number().nonnegative(),
-  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'expected a duration such as 500ms, 2s, 1m or 1h'),
-]);
-export type DurationInput = z.infer<typeof Duration>;
+/** Longest delay a Node.js timer takes (2^31-1 ms, about 24.8 days): a longer one fires after 1 ms. */
+export const MAX_DURATION_MS = 2_147_483_647;
 
-export function durationMs(d: DurationInput): number {
+/** Milliseconds of a duration; NaN for a value that is not one (zod runs refinements on those too: they let NaN pass). */
+function msOf(d: unknown): number {
   if (typeof d === 'number') return d * 1000;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(d);
-  if (!m) throw new Error(`bad duration ${d}`);
+  const m = typeof d === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(d) : null;
+  if (!m) return Number.NaN;
   const n = Number(m[1]);
   const unit = m[2];
   return unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
 }
 
+/** "250ms", "2s", "1m", "1h" or a bare number of seconds; at most MAX_DURATION_MS. */
+export const Duration = z
+  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'expected a duration such as 500ms, 2s, 1m or 1h')])
+  .refine((d) => !(msOf(d) > MAX_DURATION_MS), `must be at most ${MAX_DURATION_MS}ms (about 24.8 days), the longest a timer can wait`);
+export type DurationInput = z.infer<typeof Duration>;
+
+/** A Duration of at least 1s (a value that is no duration gets Duration's message only). */
+const DurationAtLeast1s = Duration.refine((d) => !(msOf(d) < 1000), 'must be at least 1s');
+
+export function durationMs(d: DurationInput): number {
+  const ms = msOf(d);
+  if (Number.isNaN(ms)) throw new Error(`bad duration ${d}`);
+  return ms;
+}
+
+/** The port of "HOST:PORT" (the digits after the last ":"). */
+const portOf = (s: string) => Number(s.slice(s.lastIndexOf(':') + 1));
+
 /** "HOST:PORT"; IPv6 hosts in brackets. Port 0 asks the OS for a free port (tests). */
 export const ListenAddress = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:15101');
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'expected HOST:PORT, e.g. 127.0.0.1:15101', abort: true })
+  .refine((s) => portOf(s) <= 65535, 'the port must be at most 65535');
+
+/** "HOST:PORT" of an upstream (upstream.connectTo). */
+const UpstreamAddress = (pattern: RegExp) =>
+  z
+    .string()
+    .regex(pattern, { message: 'expected HOST:PORT', abort: true })
+    .refine((s) => portOf(s) >= 1 && portOf(s) <= 65535, 'the port must be 1 to 65535');
 
 /** A secret is never written in a file we load: it is named by where it lives. */
 export const SecretSource = z.union([
@@ -49,7 +73,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** Time allowed to receive a whole request head. */
       headersTimeout: Duration.default('10s'),
       /** Longest pause in a request body on its way upstream (the agent sending, or the upstream taking, nothing). */
-      requestBodyTimeout: Duration.refine((d) => durationMs(d) >= 1000, 'must be at least 1s').default('30s'),
+      requestBodyTimeout: DurationAtLeast1s.default('30s'),
     })
     .prefault({}),
   admin: z.strictObject({ listen: ListenAddress.default(DEFAULT_ADMIN_LISTEN) }).prefault({}),
@@ -66,7 +90,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** JWKS URL (alternative to publicKeyFile), e.g. the embedded broker's /.well-known/jwks.json. */
       jwksUrl: z.url().optional(),
       /** jwksUrl: fetched again this often; a changed key set drops the cached verifications. */
-      jwksRefresh: Duration.refine((d) => durationMs(d) >= 1000, 'must be at least 1s').default('60s'),
+      jwksRefresh: DurationAtLeast1s.default('60s'),
       /** In online/hybrid mode, a positive broker answer is trusted for this long. */
       revalidateAfter: Duration.default('2s'),
       /** Timeout of one call to the broker's validate endpoint. */
@@ -113,7 +137,7 @@ export const SidecarConfigSchema = z.strictObject({
   upstream: z
     .strictObject({
       /** "host:port" -> "host:port": connect there instead of resolving (TLS still checks the original name). */
-      connectTo: z.record(z.string().regex(/^[^:\s]+:\d{1,5}$/, 'expected HOST:PORT'), z.string().regex(/^[^\s]+:\d{1,5}$/, 'expected HOST:PORT')).default({}),
+      connectTo: z.record(UpstreamAddress(/^[^:\s]+:\d{1,5}$/), UpstreamAddress(/^[^\s]+:\d{1,5}$/)).default({}),
       /** Extra PEM CA bundle trusted for upstream TLS, in addition to the system CAs. */
       caFile: z.string().min(1).optional(),
       connectTimeout: Duration.default('5s'),
@@ -160,7 +184,11 @@ export const StaticHeaderConnector = z.strictObject({
   /** Header to set; default Authorization. */
   header: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name').default('Authorization'),
   /** Value template; ${secret} is replaced by the secret. */
-  format: z.string().includes('${secret}', { message: 'format must contain ${secret}' }).default('${secret}'),
+  format: z
+    .string()
+    .includes('${secret}', { message: 'format must contain ${secret}' })
+    .refine((f) => !headerCannotCarry(f), 'format holds characters a header cannot carry (control characters, or beyond Latin-1)')
+    .default('${secret}'),
 });
 export const StaticQueryConnector = z.strictObject({
   name: ConnectorName,

@@ -8,6 +8,7 @@
  */
 import type { ConnectorInput } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
+import { CONTROL, headerCannotCarry, NOT_LATIN1 } from '../header-text.js';
 import { createSecretReader, type SecretReader, secretUnavailable } from './secrets.js';
 import type { Connector, Credential, OutboundRequest } from './types.js';
 
@@ -60,9 +61,6 @@ const FORBIDDEN_HEADERS = new Set([
   'upgrade',
 ]);
 
-// C0 controls and DEL anywhere in a secret; beyond Latin-1 a header value cannot be sent as is.
-const CONTROL = /[\u0000-\u001f\u007f]/;
-const NOT_LATIN1 = /[^\u0000-\u00ff]/;
 const LONE_SURROGATE = /\p{Cs}/u;
 const PLACEHOLDER = '${secret}';
 
@@ -243,7 +241,7 @@ export function createStaticConnector(def: ConnectorInput, ctx: ConnectorContext
     throw new Error(`connector ${def.name}: header ${header} cannot carry a credential`);
   }
   if (!format.includes(PLACEHOLDER)) throw new Error(`connector ${def.name}: format must contain ${PLACEHOLDER}`);
-  if (CONTROL.test(format) || NOT_LATIN1.test(format)) {
+  if (headerCannotCarry(format)) {
     throw new Error(`connector ${def.name}: format holds characters a header cannot carry`);
   }
   return new HeaderConnector(def.name, secret(def.secret), header.toLowerCase(), format.split(PLACEHOLDER));

@@ -48,6 +48,7 @@ t.test('problems carry exact positions', async (t) => {
     ['array item', `${KEYED}policies: [./a, 3]\n`, [[4, 17, /^policies\[1\]: expected string, received number/]]],
     ['YAML syntax error', `${KEYED}log: level: info\n`, [[4, 6, /Nested mappings are not allowed/]]],
     ['YAML tab indentation', `${KEYED}log:\n\tlevel: info\n`, [[5, 1, /Tabs are not allowed/]]],
+    ['two YAML documents', `${KEYED}log: { level: info }\n---\nlog: { level: warn }\n`, [[5, 1, /^a second YAML document \(after "---"\): a file holds one$/]]],
     ['YAML unclosed quote', `${KEYED}proxy:\n  listen: "127.0.0.1:1\n`, [[6, 1, /Missing closing "quote/]]],
     ['YAML duplicate key', `${KEYED}log: {}\nlog: {}\n`, [[5, 1, /Map keys must be unique/]]],
     ['not a mapping', '- a\n- b\n', [[1, 1, /must be a mapping/]]],
@@ -74,6 +75,23 @@ t.test('problems carry exact positions', async (t) => {
     ['broker TLS files without a broker URL', 'broker:\n  verify: offline\n  publicKeyFile: k.pem\n  caFile: ca.crt\n', [[4, 3, /^broker\.caFile is for an https broker\.url or broker\.jwksUrl; neither is set$/]]],
     ['rotating standard output', `${KEYED}audit:\n  path: "-"\n  rotateBytes: 1000000\n`, [[6, 16, /rotateBytes needs a file path: standard output \("-"\) is not rotated$/]]],
     ['negative rotation size', `${KEYED}audit:\n  rotateBytes: -1\n  rotateKeep: 0\n`, [[5, 16, /^audit\.rotateBytes: /], [6, 15, /^audit\.rotateKeep: /]]],
+    ['listen port above 65535', `${KEYED}proxy: { listen: "127.0.0.1:99999" }\n`, [[4, 18, /^proxy\.listen: the port must be at most 65535$/]]],
+    ['listen port 0 (a free port)', `${KEYED}admin: { listen: "[::1]:0" }\n`, []],
+    [
+      'connectTo ports out of range',
+      `${KEYED}upstream:\n  connectTo:\n    "a.example:70000": "127.0.0.1:1"\n    "b.example:80": "127.0.0.1:0"\n    "c.example:443": "[::1]:65536"\n    "d.example:65535": "[::1]:1"\n`,
+      [
+        [6, 5, /^upstream\.connectTo\["a\.example:70000"\]: invalid key: the port must be 1 to 65535$/],
+        [7, 21, /^upstream\.connectTo\["b\.example:80"\]: the port must be 1 to 65535$/],
+        [8, 22, /^upstream\.connectTo\["c\.example:443"\]: the port must be 1 to 65535$/],
+      ],
+    ],
+    ['duration above 2^31-1 ms (seconds)', `${KEYED}shutdown: { grace: 1e9 }\n`, [[4, 20, /^shutdown\.grace: must be at most 2147483647ms \(about 24\.8 days\), the longest a timer can wait$/]]],
+    ['duration above 2^31-1 ms (seconds, block)', `${KEYED}audit:\n  flushInterval: 100000000\n`, [[5, 18, /^audit\.flushInterval: must be at most 2147483647ms/]]],
+    ['duration above 2^31-1 ms (hours)', `${KEYED}upstream: { connectTimeout: 600h }\n`, [[4, 29, /^upstream\.connectTimeout: must be at most 2147483647ms/]]],
+    ['duration above 2^31-1 ms (milliseconds)', `${KEYED}proxy: { requestBodyTimeout: 2147483648ms }\n`, [[4, 30, /^proxy\.requestBodyTimeout: must be at most 2147483647ms/]]],
+    ['longest duration', `${KEYED}proxy: { requestBodyTimeout: 2147483647ms }\nshutdown: { grace: 2147483.647 }\n`, []],
+    ['not a duration, where one of at least 1s is expected', `${KEYED}proxy: { requestBodyTimeout: forever }\n`, [[4, 30, /^proxy\.requestBodyTimeout: expected a duration such as 500ms/]]],
   ];
   for (const [name, text, want] of cases) {
     const got = await problems(text);

@@ -78,6 +78,16 @@ t.test('check: every problem as file:line:col message, exit 1', async (t) => {
   t.match(viaConfig.out, /pol\/a\.yaml:6:14 route "a": scope "read:a:\{y\}"/, "the config's policies are checked");
 });
 
+t.test('check: a connector format a header cannot carry is reported at the format', async (t) => {
+  const dir = t.testdir({
+    'p.yaml': 'version: v1\nconnectors:\n  - name: k\n    type: static\n    secret: { env: K }\n    format: "Bearer \u20ac\\n${secret}"\n',
+  });
+  const r = await run(['check', resolve(dir, 'p.yaml')]);
+  t.equal(r.code, 1);
+  t.equal(r.out, `${resolve(dir, 'p.yaml')}:6:13 connectors[0].format: format holds characters a header cannot carry (control characters, or beyond Latin-1)\n`);
+  t.equal(r.err, '1 problem found\n');
+});
+
 t.test('explain', async (t) => {
   const key = await makeKey();
   const other = await makeKey();

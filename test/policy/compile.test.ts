@@ -124,6 +124,9 @@ t.test('route and connector problems, with positions', async (t) => {
     ['host with port', routesFile(`  - id: a\n    host: api.example.com:8080\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /must not include a port/]]],
     ['host trailing dot', routesFile(`  - id: a\n    host: api.example.com.\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /must not end with a dot/]]],
     ['host bad chars', routesFile(`  - id: a\n    host: api_!.com\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /not a valid host name/]]],
+    ['format with a newline and a euro sign', `version: v1\nconnectors:\n  - name: k\n    type: static\n    secret: { env: K }\n    format: "Bearer €\\n${SECRET_FORMAT}"\n`, [[6, 13, /^connectors\[0\]\.format: format holds characters a header cannot carry/]]],
+    ['format with a tab', `version: v1\nconnectors:\n  - name: k\n    type: static\n    secret: { env: K }\n    format: "Bearer\t${SECRET_FORMAT}"\n`, [[6, 13, /a header cannot carry/]]],
+    ['format in Latin-1', `version: v1\nconnectors:\n  - name: k\n    type: static\n    secret: { env: K }\n    format: "Clé ${SECRET_FORMAT}"\n`, []],
   ];
   for (const [name, text, want] of cases) {
     const problems = problemsOf({ 'p.yaml': text });
