@@ -200,6 +200,16 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     },
     onRequest,
   );
+  // Beyond this many open connections (each a file descriptor, two for a tunnel) new ones are closed
+  // at once: an agent that opens them without end cannot take the process's last descriptors.
+  proxy.maxConnections = config.proxy.maxConnections;
+  let droppedLoggedAt = 0;
+  proxy.on('drop', () => {
+    metrics.connectionsDropped.inc();
+    if (Date.now() - droppedLoggedAt < 60_000) return;
+    droppedLoggedAt = Date.now();
+    logger.warn({ maxConnections: config.proxy.maxConnections }, 'proxy.maxConnections reached: new connections are closed');
+  });
   proxy.on('connection', (s: Socket) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));

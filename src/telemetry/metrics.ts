@@ -91,6 +91,11 @@ export class Metrics {
     registers: [this.registry],
   });
   /** Requests between head and the response's close, counted by the server; the gauge reads it at scrape time. */
+  readonly connectionsDropped = new Counter({
+    name: 'agentwrit_sidecar_connections_dropped_total',
+    help: 'Agent connections closed on arrival because proxy.maxConnections were open.',
+    registers: [this.registry],
+  });
   inflightRequests = 0;
   readonly inflight: Gauge = new Gauge({
     name: 'agentwrit_sidecar_inflight_requests',

@@ -418,6 +418,37 @@ t.test('a secret file that goes bad: 503 to the agent, the connector and the rea
   t.notOk(fileSc.logs.join('\n').includes('sk-file-SECRET-456'), 'no value in the log');
 });
 
+t.test('proxy.maxConnections: connections beyond it are closed on arrival, counted, and the sidecar serves on', async (t) => {
+  const small = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [POLICY],
+    config: { proxy: { listen: '127.0.0.1:0', maxConnections: 3 }, upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` } } },
+  });
+  t.teardown(() => small.close());
+  const open = () =>
+    new Promise<import('node:net').Socket>((resolve, reject) => {
+      const s = connect(small.proxyPort, '127.0.0.1', () => resolve(s));
+      s.on('error', reject);
+    });
+  const held = [await open(), await open(), await open()];
+  await new Promise((r) => setTimeout(r, 50));
+  const extra = await open();
+  const closed = await new Promise<boolean>((resolve) => {
+    extra.once('close', () => resolve(true));
+    setTimeout(() => resolve(false), 2000);
+  });
+  t.ok(closed, 'the fourth connection is closed by the sidecar');
+  const metrics = await (await request(`${small.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_connections_dropped_total 1$/m);
+  t.ok(small.logs.some((l) => l.includes('proxy.maxConnections reached')), 'a warning is logged');
+  for (const s of held) s.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: new ProxyAgent({ uri: small.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false }) });
+  t.equal(res.statusCode, 200, 'once they are closed, requests are served again');
+  await res.body.dump();
+});
+
 t.test('upstream failures: 502 when unreachable', async (t) => {
   const down = await startTestSidecar({
     upstreamPort: 1, // nothing listens on port 1
