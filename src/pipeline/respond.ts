@@ -37,7 +37,10 @@ export function sendProblem(res: ServerResponse, err: SidecarError, requestId: s
   };
   // A body not read to its end (too large, stalled, or refused before it came) is not read now: the
   // connection closes after this answer rather than wait for the rest before the next request.
-  if (res.req && !res.req.complete) res.shouldKeepAlive = false;
+  const req = res.req;
+  if (req && !req.readableEnded && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0')) {
+    res.shouldKeepAlive = false;
+  }
   if (err.code === 'token_required') headers['proxy-authenticate'] = 'Bearer realm="agentwrit-sidecar", Basic realm="agentwrit-sidecar"';
   if (err.code === 'token_missing' || err.status === 401) headers['www-authenticate'] = 'Bearer realm="agentwrit-sidecar"';
   res.writeHead(err.status, headers);

@@ -306,6 +306,13 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
     });
   const head = `POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\n`;
 
+  // A refusal of a request without a body keeps the connection: the next request is answered on it.
+  const twice = await exchange(
+    'GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n' +
+      `GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\nConnection: close\r\n\r\n`,
+  );
+  t.match(twice.text, /^HTTP\/1\.1 407 [\s\S]*\r\nConnection: keep-alive\r\n[\s\S]*HTTP\/1\.1 200 /, 'a 407 without a body, then a 200 on the same connection');
+
   const stalled = await exchange(`${head}Content-Length: 1000\r\n\r\nabc`);
   t.match(stalled.text, /^HTTP\/1\.1 408 /, 'a body that stops coming: 408');
   t.match(stalled.text, /\r\nconnection: close\r\n/i);
