@@ -71,7 +71,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** Idle keep-alive timeout for agent connections. */
       keepAliveTimeout: Duration.default('5s'),
       /** Time allowed to receive a whole request head. */
-      headersTimeout: Duration.default('10s'),
+      headersTimeout: DurationAtLeast1s.default('10s'),
       /** Agent connections open at once (tunnels included); more are closed as they arrive. */
       maxConnections: z.number().int().positive().default(4096),
       /** Longest pause in a request body on its way upstream (the agent sending, or the upstream taking, nothing). */

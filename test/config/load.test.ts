@@ -91,6 +91,7 @@ t.test('problems carry exact positions', async (t) => {
     ['duration above 2^31-1 ms (hours)', `${KEYED}upstream: { connectTimeout: 600h }\n`, [[4, 29, /^upstream\.connectTimeout: must be at most 2147483647ms/]]],
     ['duration above 2^31-1 ms (milliseconds)', `${KEYED}proxy: { requestBodyTimeout: 2147483648ms }\n`, [[4, 30, /^proxy\.requestBodyTimeout: must be at most 2147483647ms/]]],
     ['longest duration', `${KEYED}proxy: { requestBodyTimeout: 2147483647ms }\nshutdown: { grace: 2147483.647 }\n`, []],
+    ['a head timeout of 0 (no timeout at all)', `${KEYED}proxy: { headersTimeout: 0 }\n`, [[4, 26, /^proxy\.headersTimeout: must be at least 1s$/]]],
     ['not a duration, where one of at least 1s is expected', `${KEYED}proxy: { requestBodyTimeout: forever }\n`, [[4, 30, /^proxy\.requestBodyTimeout: expected a duration such as 500ms/]]],
   ];
   for (const [name, text, want] of cases) {
