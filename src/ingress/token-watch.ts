@@ -5,6 +5,7 @@
  * broker is asked (online, hybrid), at every `revalidateAfter`. A broker that cannot be reached
  * does not cut it: that is not a refusal, and the next check asks again.
  */
+import { expiryDeadlineMs } from '../auth/claims.js';
 import type { AgentIdentity, TokenVerifier } from '../auth/types.js';
 import { durationMs } from '../config/schema.js';
 import { isSidecarError } from '../errors.js';
@@ -34,23 +35,36 @@ export function watchToken(o: TokenWatchOptions, cut: (reason: TokenEnd) => void
     clearTimeout(recheck);
     clearTimeout(expiry);
   };
-  const check = async () => {
+  /** Asks the verifier; true while the token is still accepted (or the broker cannot say). */
+  const check = async (): Promise<boolean> => {
     try {
       await o.verifier.verify(o.token);
+      return true;
     } catch (e) {
-      if (stopped || !isSidecarError(e) || e.code === 'broker_unavailable') return;
+      if (stopped || !isSidecarError(e) || e.code === 'broker_unavailable') return true;
       stop();
       cut(e.code === 'token_expired' ? 'token_expired' : 'token_revoked');
+      return false;
     }
   };
-  const deadline = o.identity.exp * 1000 + o.leewayMs;
-  const armExpiry = () => {
+  // The verifier's own deadline: a token is valid through the whole second of its exp.
+  const deadline = expiryDeadlineMs(o.identity.exp, o.leewayMs);
+  const armExpiry = (): void => {
     const wait = deadline - Date.now();
     if (wait > MAX_TIMER_MS) {
       expiry = setTimeout(armExpiry, MAX_TIMER_MS);
     } else {
-      // Just past the deadline, so that the verifier's own clock agrees the token has expired.
-      expiry = setTimeout(() => void check(), Math.max(0, wait) + 5);
+      // Just past the deadline; should the verifier still accept it then (its clock), ask again shortly.
+      expiry = setTimeout(
+        () =>
+          void check().then((alive) => {
+            if (alive && !stopped) {
+              expiry = setTimeout(armExpiry, 1000);
+              expiry.unref();
+            }
+          }),
+        Math.max(0, wait) + 5,
+      );
     }
     expiry.unref();
   };
@@ -59,8 +73,8 @@ export function watchToken(o: TokenWatchOptions, cut: (reason: TokenEnd) => void
     const every = o.recheckMs;
     const again = () => {
       recheck = setTimeout(() => {
-        void check().then(() => {
-          if (!stopped) again();
+        void check().then((alive) => {
+          if (alive && !stopped) again();
         });
       }, every);
       recheck.unref();
