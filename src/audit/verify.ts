@@ -103,7 +103,8 @@ export async function verifyAuditStreams(inputs: Array<{ open: () => NodeJS.Read
   return checker.report();
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a byte-order mark put in front of a record stays in its text (and is found).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Feeds one stream's lines to the checker; false once a bad line was found. Lines are split as

@@ -93,6 +93,10 @@ t.test('bytes that are not UTF-8 are found, even where they would read as the U+
   const at = bytes.indexOf(Buffer.from('\ufffd'));
   const changed = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
   t.match(await verifyAuditStream(Readable.from([changed])), { ok: false, records: 0, firstBad: { line: 1, reason: /not valid UTF-8/ } });
+  // A byte-order mark put in front of a record is a change too.
+  const nl = bytes.indexOf(10);
+  const bom = Buffer.concat([bytes.subarray(0, nl + 1), Buffer.from([0xef, 0xbb, 0xbf]), bytes.subarray(nl + 1)]);
+  t.match(await verifyAuditStream(Readable.from([bom])), { ok: false, records: 1, firstBad: { line: 2 } });
 });
 
 t.test('a torn last line is reported; removing the last record is not (compare the head hash)', async (t) => {
