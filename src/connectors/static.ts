@@ -115,7 +115,7 @@ export function setQueryParam(path: string, name: string, pair: string): string 
       if (part === '') return false;
       const n = nameOf(part);
       if (n === name) return false;
-      if (loosely(n) === wanted || part.split(';').some((p, i) => i > 0 && loosely(nameOf(p)) === wanted)) {
+      if (loosely(n) === wanted || part.split(';').some((p) => loosely(nameOf(p)) === wanted)) {
         throw new SidecarError('bad_request', 'the query holds a parameter that the credential of this request would be confused with');
       }
       return true;

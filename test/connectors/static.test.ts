@@ -116,7 +116,7 @@ t.test('query: a copy under a name upstreams may read as the same parameter is r
   const c = createConnector(def({ name: 'q2', type: 'static', secret: { env: 'K' }, query: 'api_key' }), { baseDir: dir, env: { K: 'secret' } });
   await c.provision();
   const credential = await c.getCredential(ctx);
-  for (const query of ['API_KEY=up', 'Api_Key=x', 'api_key[]=arr', '%20api_key=sp', 'api_key%20=sp', 'x=1;api_key=agent', 'x=1;API_KEY=agent']) {
+  for (const query of ['API_KEY=up', 'Api_Key=x', 'api_key[]=arr', '%20api_key=sp', 'api_key%20=sp', 'x=1;api_key=agent', 'x=1;API_KEY=agent', 'api_key;x=1']) {
     const out = outbound(`/v1/items?${query}`);
     t.throws(() => c.apply(credential, out), { code: 'bad_request' }, query);
   }
