@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { type Readable, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import { type ConnectionOptions, checkServerIdentity, createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
@@ -147,6 +147,9 @@ function bodyGuard(maxBytes: number | undefined, idleMs: number): Transform {
   });
   const timer = setTimeout(() => guard.destroy(new SidecarError('request_timeout', `no request body bytes moved for ${idleMs / 1000} s`)), idleMs);
   timer.unref();
+  // undici reports the guard's error while it reads the body; once the exchange is over it no
+  // longer listens, and an unheard stream error would end the process.
+  guard.on('error', () => {});
   return guard;
 }
 
@@ -164,6 +167,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private resumeUpstream: (() => void) | undefined;
   private clientGone = false;
   private settled = false;
+  private finished = false;
+  private queueTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
   private readonly onDrain = () => {
     this.waitingDrain = false;
@@ -180,13 +185,23 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly requestId: string,
     private readonly resolve: (r: ForwardResult) => void,
     private readonly reject: (err: unknown) => void,
+    /** Called once undici is done with the request (it may outlive the answer to the agent). */
+    private readonly done: () => void,
+    /** Set when every connection to the upstream is busy: the longest wait for one. */
+    queueLimitMs?: number,
   ) {
     res.on('close', this.onClose);
+    if (queueLimitMs !== undefined) {
+      this.queueTimer = setTimeout(() => this.settle(new SidecarError('upstream_timeout', 'no connection to the upstream became free in time')), queueLimitMs);
+      this.queueTimer.unref();
+    }
   }
 
   onConnect(abort: (err?: Error) => void): void {
+    clearTimeout(this.queueTimer);
     this.abortUpstream = abort;
-    if (this.clientGone) abort(new Error('client closed the connection'));
+    // The agent left, or was answered already (it waited too long for a connection): send nothing.
+    if (this.clientGone || this.settled) abort(new Error('the request is no longer wanted'));
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -208,10 +223,19 @@ class Exchange implements Dispatcher.DispatchHandler {
   onComplete(): void {
     this.res.end();
     this.settle();
+    this.finish();
   }
 
   onError(err: Error): void {
     this.settle(err);
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.queueTimer);
+    this.done();
   }
 
   private settle(err?: unknown): void {
@@ -233,6 +257,8 @@ class Exchange implements Dispatcher.DispatchHandler {
 
 export class Forwarder {
   private readonly pools = new Map<string, Pool>();
+  /** Requests each pool holds (running or queued): beyond its connections, the next one waits. */
+  private readonly held = new WeakMap<Pool, number>();
   private readonly extraCa: string[];
   private readonly caCache = new Map<string, string>();
   private readonly contexts = new Map<string, SecureContext>();
@@ -350,13 +376,27 @@ export class Forwarder {
     opts: { caFile?: string; requestId: string; maxBodyBytes: number; bodyIdleMs: number; hasBody: boolean },
   ): Promise<ForwardResult> {
     const pool = this.pool(out.origin, opts.caFile);
-    let body: Readable | undefined;
+    let body: Transform | undefined;
     if (opts.hasBody) body = req.pipe(bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs));
+    // Every connection busy: this request waits in the pool's queue, at most headersTimeout (504 after).
+    const held = (this.held.get(pool) ?? 0) + 1;
+    this.held.set(pool, held);
+    const release = () => {
+      this.held.set(pool, (this.held.get(pool) ?? 1) - 1);
+      // The exchange is over: a body not read to its end is not needed any more (nor its timer).
+      body?.destroy();
+    };
+    const queueLimitMs = held > this.opts.connectionsPerOrigin ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
-      pool.dispatch(
-        { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
-        new Exchange(res, opts.requestId, resolve, reject),
-      );
+      try {
+        pool.dispatch(
+          { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
+          new Exchange(res, opts.requestId, resolve, reject, release, queueLimitMs),
+        );
+      } catch (err) {
+        release();
+        throw err;
+      }
     });
   }
 

@@ -456,6 +456,68 @@ t.test('proxy.maxConnections: connections beyond it are closed on arrival, count
   await res.body.dump();
 });
 
+t.test('every upstream connection busy: a request waits at most upstream.headersTimeout for one (504), then they serve again', async (t) => {
+  let release: () => void = () => {};
+  upstream.handlers.set('/files/a/b.txt', (_r, res) => {
+    // The head at once, the body only when released: the connection stays taken meanwhile.
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('start');
+    release = () => res.end('end');
+  });
+  t.teardown(() => upstream.handlers.delete('/files/a/b.txt'));
+  const one = await startTestSidecar({
+    upstreamPort: upstream.port,
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [POLICY],
+    config: { upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, connectionsPerOrigin: 1, headersTimeout: '1s' } },
+  });
+  t.teardown(() => one.close());
+  const agent = new ProxyAgent({ uri: one.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const holding = await request('http://api.example.com/files/a/b.txt', { dispatcher: agent });
+  t.equal(holding.statusCode, 200, 'the first request holds the only connection');
+  const billingSeen = () => upstream.received.filter((r) => r.url === '/customers/12345/billing').length;
+  const before = billingSeen();
+  const started = Date.now();
+  const waiting = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+  const ms = Date.now() - started;
+  t.equal(waiting.statusCode, 504);
+  t.equal(((await waiting.body.json()) as { error_code: string; detail: string }).detail, 'no connection to the upstream became free in time');
+  t.ok(ms >= 900 && ms < 3000, `answered after about headersTimeout (${ms} ms)`);
+  release();
+  t.equal(await holding.body.text(), 'startend');
+  const after = await request('http://api.example.com/customers/12345/billing', { dispatcher: agent });
+  t.equal(after.statusCode, 200, 'the connection serves the next request');
+  await after.body.dump();
+  t.equal(billingSeen(), before + 1, 'the request answered 504 was never sent upstream, only the one after it');
+});
+
+t.test('a body left unread by an exchange that failed does not outlive it (its timeout would end the process)', async (t) => {
+  const dead = await startTestSidecar({
+    upstreamPort: 1, // nothing listens on port 1
+    broker: { verify: 'offline', publicKeyFile: dirKey },
+    policies: [POLICY],
+    config: { proxy: { listen: '127.0.0.1:0', requestBodyTimeout: '1s' } },
+  });
+  t.teardown(() => dead.close());
+  const answer = await new Promise<string>((resolve, reject) => {
+    const s = connect(dead.proxyPort, '127.0.0.1', () =>
+      s.write(`POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\nContent-Length: 100000\r\n\r\n0123456789`),
+    );
+    let text = '';
+    s.on('data', (d) => {
+      text += d.toString();
+    });
+    s.on('close', () => resolve(text));
+    s.on('error', reject);
+  });
+  t.match(answer, /^HTTP\/1\.1 502 /);
+  await new Promise((r) => setTimeout(r, 1500)); // past requestBodyTimeout
+  const health = await request(`${dead.adminUrl}/healthz`);
+  t.equal(health.statusCode, 200, 'still running');
+  await health.body.dump();
+});
+
 t.test('upstream failures: 502 when unreachable', async (t) => {
   const down = await startTestSidecar({
     upstreamPort: 1, // nothing listens on port 1
