@@ -35,6 +35,8 @@ export function watchToken(o: TokenWatchOptions, cut: (reason: TokenEnd) => void
     clearTimeout(recheck);
     clearTimeout(expiry);
   };
+  // The verifier's own deadline: a token is valid through the whole second of its exp.
+  const deadline = expiryDeadlineMs(o.identity.exp, o.leewayMs);
   /** Asks the verifier; true while the token is still accepted (or the broker cannot say). */
   const check = async (): Promise<boolean> => {
     try {
@@ -43,12 +45,11 @@ export function watchToken(o: TokenWatchOptions, cut: (reason: TokenEnd) => void
     } catch (e) {
       if (stopped || !isSidecarError(e) || e.code === 'broker_unavailable') return true;
       stop();
-      cut(e.code === 'token_expired' ? 'token_expired' : 'token_revoked');
+      // A broker asked about an expired token only says "invalid": past the deadline, that is expiry.
+      cut(e.code === 'token_expired' || Date.now() >= deadline ? 'token_expired' : 'token_revoked');
       return false;
     }
   };
-  // The verifier's own deadline: a token is valid through the whole second of its exp.
-  const deadline = expiryDeadlineMs(o.identity.exp, o.leewayMs);
   const armExpiry = (): void => {
     const wait = deadline - Date.now();
     if (wait > MAX_TIMER_MS) {
