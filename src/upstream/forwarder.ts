@@ -386,7 +386,8 @@ export class Forwarder {
       // The exchange is over: a body not read to its end is not needed any more (nor its timer).
       body?.destroy();
     };
-    const queueLimitMs = held > this.opts.connectionsPerOrigin ? this.opts.headersTimeoutMs : undefined;
+    // (headersTimeout 0 is undici's "no limit": then no limit here either.)
+    const queueLimitMs = held > this.opts.connectionsPerOrigin && this.opts.headersTimeoutMs > 0 ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
       try {
         pool.dispatch(
