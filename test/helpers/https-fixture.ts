@@ -6,6 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { ProxyAgent, WebSocket } from 'undici';
 import { type EchoUpstreams, startEchoUpstreams } from './https-upstream.js';
 import { startTestSidecar, type TestSidecar } from './sidecar.js';
 import { makeKey, signToken, type TestKey } from './tokens.js';
@@ -158,4 +159,16 @@ export async function eventually(pred: () => boolean | Promise<boolean>, ms = 30
     if (Date.now() > until) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A wss:// WebSocket to api.example.com through the fixture's sidecar (intercepted), open; closed at teardown. */
+export async function openWss(t: { teardown(fn: () => unknown): void }, fx: HttpsFixture, token: string, path = '/ws/lobby'): Promise<WebSocket> {
+  const agent = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, requestTls: { ca: fx.caPem } });
+  t.teardown(() => agent.close());
+  const ws = new WebSocket(`wss://api.example.com${path}`, { dispatcher: agent });
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  return ws;
 }

@@ -4,8 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import t from 'tap';
-import { ProxyAgent, WebSocket } from 'undici';
-import { ALL_SCOPES, connectRequest, rawRequest, startHttpsFixture } from '../helpers/https-fixture.js';
+import { ALL_SCOPES, connectRequest, openWss, rawRequest, startHttpsFixture } from '../helpers/https-fixture.js';
 import { signToken } from '../helpers/tokens.js';
 import { startValidateBroker } from '../helpers/validate-broker.js';
 
@@ -77,13 +76,7 @@ t.test('a broker that cannot answer does not cut a tunnel', async (t) => {
 
 t.test('a WebSocket is closed when the broker no longer accepts its token', async (t) => {
   const token = await signToken(fx.key, { scope: ALL_SCOPES });
-  const agent = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, requestTls: { ca: fx.caPem } });
-  t.teardown(() => agent.close());
-  const ws = new WebSocket('wss://api.example.com/ws/lobby', { dispatcher: agent });
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = reject;
-  });
+  const ws = await openWss(t, fx, token);
   const closed = new Promise<number>((resolve) => {
     const started = Date.now();
     ws.onclose = () => resolve(Date.now() - started);

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import t from 'tap';
 import { ProxyAgent, WebSocket } from 'undici';
-import { eventually, rawRequest, SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
+import { eventually, openWss, rawRequest, SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
 import { encodeFrame, FrameReader, OP_CLOSE, OP_TEXT, wsAccept, wsKey } from '../helpers/ws.js';
 
 // bodyTimeout 1 s: a refusal whose body stalls is cut that soon.
@@ -44,13 +44,7 @@ function lastSeen(url: string) {
 }
 
 t.test('wss inside an intercepted tunnel: credential injected, frames both ways, client closes', async (t) => {
-  const agent = new ProxyAgent({ uri: fx.sc.proxyUrl, token: `Bearer ${token}`, requestTls: { ca: fx.caPem } });
-  t.teardown(() => agent.close());
-  const ws = new WebSocket('wss://api.example.com/ws/lobby', { dispatcher: agent });
-  await new Promise((resolve, reject) => {
-    ws.onopen = resolve;
-    ws.onerror = reject;
-  });
+  const ws = await openWss(t, fx, token);
   const seen = lastSeen('/ws/lobby');
   t.equal(seen.scheme, 'https', 'upgrade sent over TLS to the upstream');
   t.equal(seen.headers.authorization, `Bearer ${SECRET}`);

@@ -273,6 +273,27 @@ t.test('ambiguous requests are refused with 400', async (t) => {
   }
 });
 
+/** Writes `payload` on a new connection to `port`, then reads until the sidecar closes it (or 5 s pass). */
+function exchange(port: number, payload: string): Promise<{ text: string; closedBySidecar: boolean; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const s = connect(port, '127.0.0.1', () => s.write(payload));
+    let text = '';
+    s.on('data', (d) => {
+      text += d.toString();
+    });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ text, closedBySidecar: false, ms: Date.now() - started });
+    }, 5000);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closedBySidecar: true, ms: Date.now() - started });
+    });
+    s.on('error', reject);
+  });
+}
+
 t.test('request bodies: a stalled one is cut (408), one over the limit closes its connection (413)', async (t) => {
   // One upstream connection: a body that held it would hold up every later request.
   const tight = await startTestSidecar({
@@ -285,35 +306,16 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
     },
   });
   t.teardown(() => tight.close());
-  /** Writes `payload`, then reads until the sidecar closes the connection (or 5 s pass). */
-  const exchange = (payload: string) =>
-    new Promise<{ text: string; closedBySidecar: boolean; ms: number }>((resolve, reject) => {
-      const started = Date.now();
-      const s = connect(tight.proxyPort, '127.0.0.1', () => s.write(payload));
-      let text = '';
-      s.on('data', (d) => {
-        text += d.toString();
-      });
-      const timer = setTimeout(() => {
-        s.destroy();
-        resolve({ text, closedBySidecar: false, ms: Date.now() - started });
-      }, 5000);
-      s.on('close', () => {
-        clearTimeout(timer);
-        resolve({ text, closedBySidecar: true, ms: Date.now() - started });
-      });
-      s.on('error', reject);
-    });
   const head = `POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\n`;
 
   // A refusal of a request without a body keeps the connection: the next request is answered on it.
-  const twice = await exchange(
+  const twice = await exchange(tight.proxyPort, 
     'GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n' +
       `GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\nConnection: close\r\n\r\n`,
   );
   t.match(twice.text, /^HTTP\/1\.1 407 [\s\S]*\r\nConnection: keep-alive\r\n[\s\S]*HTTP\/1\.1 200 /, 'a 407 without a body, then a 200 on the same connection');
 
-  const stalled = await exchange(`${head}Content-Length: 1000\r\n\r\nabc`);
+  const stalled = await exchange(tight.proxyPort, `${head}Content-Length: 1000\r\n\r\nabc`);
   t.match(stalled.text, /^HTTP\/1\.1 408 /, 'a body that stops coming: 408');
   t.match(stalled.text, /\r\nconnection: close\r\n/i);
   t.match(stalled.text, /"error_code":"request_timeout"/);
@@ -323,7 +325,7 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
   await after.body.dump();
 
   const big = 'x'.repeat(2048);
-  const tooLarge = await exchange(
+  const tooLarge = await exchange(tight.proxyPort, 
     `${head}Transfer-Encoding: chunked\r\n\r\n${(2048).toString(16)}\r\n${big}\r\n0\r\n\r\nGET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n`,
   );
   t.match(tooLarge.text, /^HTTP\/1\.1 413 /, 'a chunked body over the limit: 413');
@@ -346,18 +348,6 @@ t.test('requests node cannot take as they are: problem+json answers, each audite
     },
   });
   t.teardown(() => strict.close());
-  /** Writes `payload` and reads until the sidecar closes the connection. */
-  const answerTo = (payload: string) =>
-    new Promise<string>((resolve, reject) => {
-      const s = connect(strict.proxyPort, '127.0.0.1', () => s.write(payload));
-      let text = '';
-      s.on('data', (d) => {
-        text += d.toString();
-      });
-      s.on('close', () => resolve(text));
-      s.on('error', reject);
-      setTimeout(() => s.destroy(), 5000);
-    });
   const problem = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { error_code: string; request_id: string };
   const cases: Array<[string, string, number, string]> = [
     ['an Expect other than 100-continue', 'GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nExpect: foo\r\n\r\n', 417, 'expectation_failed'],
@@ -366,17 +356,17 @@ t.test('requests node cannot take as they are: problem+json answers, each audite
     ['a head that stops coming', 'GET http://api.example.com/x HTTP/1.1\r\nHost: api.exa', 408, 'request_timeout'],
   ];
   for (const [name, payload, status, code] of cases) {
-    const text = await answerTo(payload);
+    const text = (await exchange(strict.proxyPort, payload)).text;
     t.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), name);
     t.match(text, /\r\ncontent-type: application\/problem\+json\r\n/, `${name}: problem+json`);
     t.equal(problem(text).error_code, code, name);
     t.match(text, new RegExp(`\r\nx-request-id: ${problem(text).request_id}\r\n`), `${name}: its request id`);
   }
-  const silent = await answerTo('');
+  const silent = (await exchange(strict.proxyPort, '')).text;
   t.equal(silent, '', 'a connection that sends nothing is closed without an answer');
 
   // Expect: 100-continue is answered by the sidecar only once the request is allowed.
-  const refusedFirst = await answerTo('POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+  const refusedFirst = (await exchange(strict.proxyPort, 'POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n')).text;
   t.match(refusedFirst, /^HTTP\/1\.1 407 /, 'no 100 Continue before the refusal of a request without a token');
   const body = 'r'.repeat(4000); // curl asks for 100-continue above 1 KiB
   const { stdout } = await run('curl', ['-s', '-x', strict.proxyUrl, '--proxy-user', `agent:${good}`, '--data-binary', body, 'http://api.example.com/customers/12345/refunds']);
