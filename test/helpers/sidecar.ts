@@ -43,7 +43,7 @@ export async function startTestSidecar(opts: {
   mkdirSync(policyDir, { recursive: true });
   for (const [i, p] of policies.entries()) writeFileSync(join(policyDir, `policy-${i}.yaml`), stringify(p));
   const auditPath = join(dir, 'audit.jsonl');
-  const config = {
+  const defaults: Record<string, unknown> = {
     proxy: { listen: '127.0.0.1:0' },
     admin: { listen: '127.0.0.1:0' },
     broker: opts.broker ?? {},
@@ -51,8 +51,15 @@ export async function startTestSidecar(opts: {
     audit: { path: auditPath, flushInterval: '5ms' },
     upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${opts.upstreamPort}` } },
     shutdown: { grace: '2s' },
-    ...opts.config,
   };
+  // A section given in opts.config is merged into the default one (its keys win), so a test names
+  // only what it changes: proxy.listen and upstream.connectTo stay unless replaced.
+  const config: Record<string, unknown> = { ...defaults };
+  for (const [k, v] of Object.entries(opts.config ?? {})) {
+    const d = defaults[k];
+    const plain = (x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x);
+    config[k] = plain(d) && plain(v) ? { ...(d as object), ...(v as object) } : v;
+  }
   const file = join(dir, 'sidecar.yaml');
   writeFileSync(file, stringify(config));
   // One entry per line: request lines reach the destination several to a write.

@@ -3,6 +3,7 @@
  * TLS, and upstream TLS verification. Real sockets and an HTTPS upstream with its own CA.
  */
 import { X509Certificate } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import t from 'tap';
@@ -28,6 +29,18 @@ async function tunnelTls(target: string, servername: string, ca: string, tok = t
   return new Promise((resolve, reject) => {
     const s = tlsConnect({ socket: r.socket, servername, ca, ALPNProtocols: ['http/1.1'] }, () => resolve(s));
     s.once('error', reject);
+  });
+}
+
+/** Plain HTTP on an open tunnel: writes `request`, resolves with all that comes back until the close. */
+function plainExchange(socket: Socket, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    let buf = '';
+    socket.on('data', (c: Buffer) => {
+      buf += c.toString();
+    });
+    socket.once('close', () => resolve(buf));
+    socket.write(request);
   });
 }
 
@@ -231,14 +244,7 @@ t.test('the leaf names exactly the CONNECT host and chains to the sidecar CA', a
 t.test('plain HTTP inside a CONNECT tunnel (as undici sends http:// URLs) is read with scheme http', async (t) => {
   const r = await rawRequest(fx.sc.proxyPort, connectRequest('api.example.com:80', token));
   t.equal(r.status, 200);
-  const answer = await new Promise<string>((resolve) => {
-    let buf = '';
-    r.socket.on('data', (c: Buffer) => {
-      buf += c.toString();
-    });
-    r.socket.once('close', () => resolve(buf));
-    r.socket.write('GET /customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n');
-  });
+  const answer = await plainExchange(r.socket, 'GET /customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n');
   t.match(answer, /^HTTP\/1\.1 200 /);
   const seen = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as SeenRequest;
   t.equal(seen.scheme, 'http', 'sent to the plain HTTP upstream');
@@ -257,14 +263,7 @@ t.test('a route on port 443 takes https only: plain HTTP to that port, direct or
 
   const tunnel = await rawRequest(fx.sc.proxyPort, connectRequest('api.example.com:443', token));
   t.equal(tunnel.status, 200);
-  const answer = await new Promise<string>((resolve) => {
-    let buf = '';
-    tunnel.socket.on('data', (c: Buffer) => {
-      buf += c.toString();
-    });
-    tunnel.socket.once('close', () => resolve(buf));
-    tunnel.socket.write('GET /tls-only/12345 HTTP/1.1\r\nHost: api.example.com:443\r\nConnection: close\r\n\r\n');
-  });
+  const answer = await plainExchange(tunnel.socket, 'GET /tls-only/12345 HTTP/1.1\r\nHost: api.example.com:443\r\nConnection: close\r\n\r\n');
   t.match(answer, /^HTTP\/1\.1 403 /, 'plain HTTP inside a tunnel to port 443');
   t.match(answer, /"error_code":"no_route"/);
   t.equal(fx.up.received.length, seenBefore, 'nothing reached an upstream');

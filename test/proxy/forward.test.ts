@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Pool, ProxyAgent, request } from 'undici';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { type Received, startUpstream } from '../helpers/upstream.js';
@@ -48,6 +48,13 @@ t.teardown(async () => {
 
 const good = await signToken(key, { scope: ['read:billing:customer-12345', 'write:billing:customer-12345', 'read:files:a/b.txt', 'read:search:*', 'read:deep:x'] });
 const proxy = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+
+/** A sidecar of its own on the same key, policy and upstream, with `config` sections merged in; closed at teardown. */
+async function sidecarWith(t: Test, config: Record<string, unknown>, upstreamPort = upstream.port) {
+  const other = await startTestSidecar({ upstreamPort, broker: { verify: 'offline', publicKeyFile: dirKey }, policies: [POLICY], config });
+  t.teardown(() => other.close());
+  return other;
+}
 
 async function viaProxy(path: string, init: { method?: string; token?: string; headers?: Record<string, string>; body?: string } = {}) {
   const agent = init.token ? new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${init.token}`, proxyTunnel: false }) : proxy;
@@ -296,16 +303,7 @@ function exchange(port: number, payload: string): Promise<{ text: string; closed
 
 t.test('request bodies: a stalled one is cut (408), one over the limit closes its connection (413)', async (t) => {
   // One upstream connection: a body that held it would hold up every later request.
-  const tight = await startTestSidecar({
-    upstreamPort: upstream.port,
-    broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [POLICY],
-    config: {
-      proxy: { listen: '127.0.0.1:0', requestBodyTimeout: '1s', maxRequestBodyBytes: 1024 },
-      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, connectionsPerOrigin: 1 },
-    },
-  });
-  t.teardown(() => tight.close());
+  const tight = await sidecarWith(t, { proxy: { requestBodyTimeout: '1s', maxRequestBodyBytes: 1024 }, upstream: { connectionsPerOrigin: 1 } });
   const head = `POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\n`;
 
   // A refusal of a request without a body keeps the connection: the next request is answered on it.
@@ -338,16 +336,7 @@ t.test('request bodies: a stalled one is cut (408), one over the limit closes it
 });
 
 t.test('requests node cannot take as they are: problem+json answers, each audited', async (t) => {
-  const strict = await startTestSidecar({
-    upstreamPort: upstream.port,
-    broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [POLICY],
-    config: {
-      proxy: { listen: '127.0.0.1:0', headersTimeout: '1s', maxHeaderBytes: 2048 },
-      upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` } },
-    },
-  });
-  t.teardown(() => strict.close());
+  const strict = await sidecarWith(t, { proxy: { headersTimeout: '1s', maxHeaderBytes: 2048 } });
   const problem = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { error_code: string; request_id: string };
   const cases: Array<[string, string, number, string]> = [
     ['an Expect other than 100-continue', 'GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nExpect: foo\r\n\r\n', 417, 'expectation_failed'],
@@ -416,13 +405,7 @@ t.test('a secret file that goes bad: 503 to the agent, the connector and the rea
 });
 
 t.test('proxy.maxConnections: connections beyond it are closed on arrival, counted, and the sidecar serves on', async (t) => {
-  const small = await startTestSidecar({
-    upstreamPort: upstream.port,
-    broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [POLICY],
-    config: { proxy: { listen: '127.0.0.1:0', maxConnections: 3 }, upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` } } },
-  });
-  t.teardown(() => small.close());
+  const small = await sidecarWith(t, { proxy: { maxConnections: 3 } });
   const open = () =>
     new Promise<import('node:net').Socket>((resolve, reject) => {
       const s = connect(small.proxyPort, '127.0.0.1', () => resolve(s));
@@ -455,13 +438,7 @@ t.test('every upstream connection busy: a request waits at most upstream.headers
     release = () => res.end('end');
   });
   t.teardown(() => upstream.handlers.delete('/files/a/b.txt'));
-  const one = await startTestSidecar({
-    upstreamPort: upstream.port,
-    broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [POLICY],
-    config: { upstream: { connectTo: { 'api.example.com:80': `127.0.0.1:${upstream.port}` }, connectionsPerOrigin: 1, headersTimeout: '1s' } },
-  });
-  t.teardown(() => one.close());
+  const one = await sidecarWith(t, { upstream: { connectionsPerOrigin: 1, headersTimeout: '1s' } });
   const agent = new ProxyAgent({ uri: one.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
   t.teardown(() => agent.close());
   const holding = await request('http://api.example.com/files/a/b.txt', { dispatcher: agent });
@@ -483,13 +460,7 @@ t.test('every upstream connection busy: a request waits at most upstream.headers
 });
 
 t.test('a body left unread by an exchange that failed does not outlive it (its timeout would end the process)', async (t) => {
-  const dead = await startTestSidecar({
-    upstreamPort: 1, // nothing listens on port 1
-    broker: { verify: 'offline', publicKeyFile: dirKey },
-    policies: [POLICY],
-    config: { proxy: { listen: '127.0.0.1:0', requestBodyTimeout: '1s' } },
-  });
-  t.teardown(() => dead.close());
+  const dead = await sidecarWith(t, { proxy: { requestBodyTimeout: '1s' } }, 1); // nothing listens on port 1
   const answer = await new Promise<string>((resolve, reject) => {
     const s = connect(dead.proxyPort, '127.0.0.1', () =>
       s.write(`POST http://api.example.com/customers/12345/refunds HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${good}\r\nContent-Length: 100000\r\n\r\n0123456789`),
