@@ -23,7 +23,8 @@
  * PATH becomes PATH.1 and a new PATH is opened. Its first record is a `rotated` record that
  * continues the chain (seq and prev_hash go on), so the files, oldest first, verify as one chain,
  * and the newest alone verifies from that record. A restart that finds PATH empty (or holding only a
- * torn first line) while PATH.1 exists continues from PATH.1 the same way.
+ * torn first line) while PATH.1 exists continues from PATH.1 the same way, whether or not rotation
+ * is still configured.
  */
 import { createHash } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
@@ -55,8 +56,6 @@ interface Rotation {
   maxBytes: number;
   /** Renames the full file aside (and drops the oldest), then opens a new one. */
   next(): Promise<Output>;
-  /** Name the rotated record gives the file before it. */
-  previousName: string;
 }
 
 export interface OpenedAuditSink extends AuditSink {
@@ -277,8 +276,8 @@ class ChainedSink implements OpenedAuditSink {
     this.queue = batch === this.queue ? [] : this.queue.slice(BATCH_MAX);
     const lines: string[] = [];
     let { seq, hash } = this.chain;
-    if (this.opensRotated && this.rotation) {
-      const note = rotatedNote(this.rotation.previousName, ++seq, hash);
+    if (this.opensRotated) {
+      const note = rotatedNote(this.opts.path, ++seq, hash);
       hash = note.hash;
       lines.push(note.line);
       this.opensRotated = false;
@@ -408,9 +407,9 @@ class ChainedSink implements OpenedAuditSink {
   }
 }
 
-/** The record that opens a file started after a rotation: the chain goes on from the file before. */
-function rotatedNote(previousName: string, seq: number, prevHash: string) {
-  return chainRecord({ type: ROTATED_TYPE, time: new Date().toISOString(), previous_file: previousName }, seq, prevHash);
+/** The record that opens a file started after a rotation: the chain goes on from PATH.1, the file before. */
+function rotatedNote(path: string, seq: number, prevHash: string) {
+  return chainRecord({ type: ROTATED_TYPE, time: new Date().toISOString(), previous_file: `${basename(path)}.1` }, seq, prevHash);
 }
 
 const ignoreMissing = (e: NodeJS.ErrnoException) => {
@@ -430,7 +429,6 @@ function rotationFor(opts: AuditSinkOptions): Rotation | undefined {
   let step = keep;
   return {
     maxBytes,
-    previousName: `${basename(path)}.1`,
     next: async () => {
       if (step === keep) {
         await unlink(`${path}.${keep}`).catch(ignoreMissing);
@@ -486,17 +484,18 @@ export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAudit
     const tail = await readTail(fh, opts.path);
     const out = fileOutput(fh);
     let head = tail.head;
-    // No complete record yet after a rotation (or a restart just after one): the chain goes on from PATH.1.
-    const previous = rotation && head.seq === 0 ? await headOf(`${opts.path}.1`) : undefined;
+    // No complete record yet after a rotation (or a restart just after one): the chain goes on from
+    // PATH.1, also when rotation has been switched off since.
+    const previous = head.seq === 0 ? await headOf(`${opts.path}.1`) : undefined;
     let continuesRotated = previous !== undefined && previous.seq > 0;
     if (continuesRotated) head = previous as ChainHead;
     let recovered: { truncatedBytes: number } | undefined;
     if (tail.torn) {
       await fh.truncate(tail.torn.offset);
       const lines: string[] = [];
-      if (continuesRotated && rotation) {
+      if (continuesRotated) {
         // The torn line was the new file's first write: its rotated record still comes first.
-        const opening = rotatedNote(rotation.previousName, head.seq + 1, head.hash);
+        const opening = rotatedNote(opts.path, head.seq + 1, head.hash);
         lines.push(opening.line);
         head = { seq: head.seq + 1, hash: opening.hash };
         continuesRotated = false;

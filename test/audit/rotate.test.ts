@@ -129,6 +129,14 @@ t.test('a restart continues the chain, also from PATH.1 when PATH is empty', asy
   const both = await verify([`${path}.1`, path]);
   t.equal(both.code, 0, both.out);
   t.equal((await verify([path])).code, 0, 'and the file verifies alone');
+
+  // Rotation switched off in the configuration since: an empty PATH still goes on from PATH.1.
+  await rename(path, `${path}.1`);
+  await writeFile(path, '');
+  const fifth = await write({ ...opts, rotateBytes: 0 }, 48, 2);
+  t.match((await lines(path))[0], { type: 'rotated', seq: fourth.seq + 1, prev_hash: fourth.hash }, 'without rotation configured too');
+  t.equal(fifth.seq, fourth.seq + 3);
+  t.equal((await verify([`${path}.1`, path])).code, 0);
 });
 
 t.test('a rename that fails half-way through the shift: the retry goes on from there, nothing lost twice', async (t) => {
