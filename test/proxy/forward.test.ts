@@ -206,6 +206,25 @@ t.test('token intake: Authorization Bearer and Basic password are accepted and s
   const viaCurl = JSON.parse(stdout) as Received;
   t.equal(viaCurl.headers.authorization, `Bearer ${SECRET}`);
   t.equal(viaCurl.headers['proxy-authorization'], undefined);
+
+  // Basic credentials are read as RFC 7617 writes them: characters outside base64 (which node's
+  // decoder would skip) make them unreadable, not the same token.
+  const pool = new Pool(sc.proxyUrl);
+  t.teardown(() => pool.close());
+  const b64 = Buffer.from(`agent:${good}`).toString('base64');
+  for (const [name, value] of [
+    ['a character outside base64 in front', `*${b64}`],
+    ['spaces inside', `${b64.slice(0, 8)}  ${b64.slice(8)}`],
+    ['trailing garbage', `${b64}!!`],
+    ['base64url letters', b64.replace(/[+/]/g, (c) => (c === '+' ? '-' : '_')).replace(/^./, '_')],
+  ] as const) {
+    const r = await pool.request({ method: 'GET', path: 'http://api.example.com/customers/12345/billing', headers: { host: 'api.example.com', 'proxy-authorization': `Basic ${value}` } });
+    t.equal(r.statusCode, 401, name);
+    t.equal(((await r.body.json()) as { error_code: string }).error_code, 'token_invalid', name);
+  }
+  const padded = await pool.request({ method: 'GET', path: 'http://api.example.com/customers/12345/billing', headers: { host: 'api.example.com', 'proxy-authorization': `basic  ${b64}` } });
+  t.equal(padded.statusCode, 200, 'the scheme name in any case, spaces around the credentials');
+  await padded.body.dump();
 });
 
 t.test('query connector replaces an agent-supplied parameter', async (t) => {
