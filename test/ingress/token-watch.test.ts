@@ -6,6 +6,7 @@ import t from 'tap';
 import { createTokenVerifier } from '../../src/auth/verifier.js';
 import { watchToken } from '../../src/ingress/token-watch.js';
 import { agentToken, brokerConfig, nowSeconds, writeKeyFiles } from '../auth/helpers.js';
+import { startValidateBroker } from '../helpers/validate-broker.js';
 
 const files = writeKeyFiles(t.testdir({}));
 
@@ -32,3 +33,29 @@ for (const leewayMs of [0, 1000]) {
     t.ok(cut.at >= deadline && cut.at < deadline + 1500, `${cut.at - deadline} ms after the deadline`);
   });
 }
+
+t.test('online, the broker refusing every token: cut at expiry as token_expired, at a recheck before it as token_revoked', async (t) => {
+  const broker = await startValidateBroker('valid');
+  t.teardown(() => broker.close());
+  const verifier = await createTokenVerifier(brokerConfig({ verify: 'online', url: broker.url, revalidateAfter: '1s' }));
+  t.teardown(() => verifier.close());
+  /** Watches `token` (only its expiry unless `recheckMs`); resolves with the reason of the cut. */
+  const watch = async (token: string, recheckMs?: number) => {
+    const { identity } = await verifier.verify(token);
+    // From here on the broker refuses every token, without saying why, as a real one does.
+    broker.mode = 'invalid';
+    return new Promise<string>((resolve) => {
+      const giveUp = setTimeout(() => {
+        stop();
+        resolve('never');
+      }, 6000);
+      const stop = watchToken({ verifier, token, identity, leewayMs: 0, recheckMs }, (reason) => {
+        clearTimeout(giveUp);
+        resolve(reason);
+      });
+    });
+  };
+  t.equal(await watch(agentToken({ exp: nowSeconds() + 1 })), 'token_expired', 'asked at its expiry');
+  broker.mode = 'valid';
+  t.equal(await watch(agentToken({ exp: nowSeconds() + 600 }), 1000), 'token_revoked', 'asked at a recheck long before it');
+});
