@@ -4,6 +4,7 @@
  * route, scopes, credential injection, agent credentials stripped); then the upstream is dialed
  * with the forwarder's dialing and TLS rules, its answer relayed, and on 101 both sockets spliced.
  */
+import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
@@ -61,6 +62,24 @@ function requestUpgrade(rt: Runtime, out: OutboundRequest, caFile: string | unde
   });
 }
 
+/** RFC 6455 §4.1: a client's Sec-WebSocket-Key is the base64 of 16 bytes. */
+const WS_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+/** RFC 6455 §4.2.2: the Sec-WebSocket-Accept a server that took the handshake answers with. */
+function wsAccept(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+}
+
+/**
+ * A 101 that does not answer the key (or does not name websocket) is no WebSocket server's: the
+ * connection would become a raw pipe to something that never switched protocols, where the
+ * agent's later bytes could be read as requests the sidecar never authorized.
+ */
+function completesHandshake(res: IncomingMessage, key: string): boolean {
+  const upgrade = res.headers.upgrade;
+  return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket' && res.headers['sec-websocket-accept'] === wsAccept(key);
+}
+
 function headLines(status: number, message: string, headers: Array<[string, string]>): string {
   let head = `HTTP/1.1 ${status} ${message}\r\n`;
   for (const [k, v] of headers) head += `${k}: ${v}\r\n`;
@@ -102,6 +121,10 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     if (typeof proto !== 'string' || proto.toLowerCase() !== 'websocket') {
       throw new SidecarError('bad_request', 'only WebSocket upgrades are supported');
     }
+    const key = req.headers['sec-websocket-key'];
+    if (typeof key !== 'string' || !WS_KEY.test(key)) {
+      throw new SidecarError('bad_request', 'a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64 (RFC 6455)');
+    }
     if (rt.draining) throw new SidecarError('shutting_down', 'the sidecar is shutting down');
     const { out, match } = await prepareRequest(rt, req, st);
     out.headers.host = authority(out.origin);
@@ -115,6 +138,10 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
       return;
     }
     const upstream = answer.socket;
+    if (!completesHandshake(answer.res, key)) {
+      upstream.destroy();
+      throw new SidecarError('upstream_unreachable', 'the upstream answered 101 but did not complete the WebSocket handshake');
+    }
     if (client.destroyed) {
       upstream.destroy();
       record();

@@ -32,7 +32,10 @@ export interface EchoUpstreams {
   /** WebSocket connections currently open on the upstream side. */
   wsOpen(): number;
   wsMessages: string[];
-  /** Sockets of upgrades answered on /ws-refuse-stall (a refusal whose body stops coming), and whether each is closed. */
+  /**
+   * Sockets of upgrades answered on /ws-refuse-stall (a refusal whose body stops coming) and on
+   * /ws-fake-101 (a 101 that does not answer the key, or does not name websocket), and whether each is closed.
+   */
   stalled: Duplex[];
   close(): Promise<void>;
 }
@@ -78,6 +81,14 @@ export async function startEchoUpstreams(dir: string): Promise<EchoUpstreams> {
       stalled.push(socket);
       socket.once('end', () => socket.destroy()); // closed once the sidecar closes its side
       socket.write('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\npartial');
+      return;
+    }
+    if (req.url === '/ws-fake-101' || req.url === '/ws-fake-101?no-upgrade') {
+      stalled.push(socket);
+      socket.once('end', () => socket.destroy());
+      const accept = req.url.endsWith('no-upgrade') ? wsAccept(String(req.headers['sec-websocket-key'])) : wsAccept('not the key');
+      const upgrade = req.url.endsWith('no-upgrade') ? 'h2c' : 'websocket';
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${upgrade}\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
       return;
     }
     if (!req.url?.startsWith('/ws') || req.url.startsWith('/ws-refuse')) {

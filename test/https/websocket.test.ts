@@ -12,7 +12,10 @@ import { encodeFrame, FrameReader, OP_CLOSE, OP_TEXT, wsAccept, wsKey } from '..
 // bodyTimeout 1 s: a refusal whose body stalls is cut that soon.
 const fx = await startHttpsFixture({
   upstream: { bodyTimeout: '1s' },
-  extraRoutes: [{ id: 'chat-stall', host: 'api.example.com', methods: ['GET'], path: '/ws-refuse-stall', scopes: ['read:chat:lobby'], connector: 'billing-api' }],
+  extraRoutes: [
+    { id: 'chat-stall', host: 'api.example.com', methods: ['GET'], path: '/ws-refuse-stall', scopes: ['read:chat:lobby'], connector: 'billing-api' },
+    { id: 'chat-fake', host: 'api.example.com', methods: ['GET'], path: '/ws-fake-101', scopes: ['read:chat:lobby'], connector: 'billing-api' },
+  ],
 });
 t.teardown(() => fx.close());
 const token = await fx.token();
@@ -149,6 +152,32 @@ t.test('a refusal of an upgrade whose body stops coming is cut after upstream.bo
   t.ok(ms >= 900 && ms < 4000, `closed after the body timeout (${ms} ms)`);
   await eventually(() => fx.up.stalled.at(-1)?.destroyed === true);
   t.pass('the upstream connection is closed too');
+});
+
+t.test('a 101 that does not complete the WebSocket handshake is not spliced: 502, both connections closed', async (t) => {
+  for (const [name, target] of [
+    ['an accept for another key', 'http://api.example.com/ws-fake-101'],
+    ['an Upgrade other than websocket', 'http://api.example.com/ws-fake-101?no-upgrade'],
+  ] as const) {
+    const r = await rawRequest(fx.sc.proxyPort, upgradeHead(target, wsKey(), `Proxy-Authorization: Bearer ${token}\r\n`), { untilClose: true });
+    t.equal(r.status, 502, name);
+    t.equal(JSON.parse(r.body).error_code, 'upstream_unreachable', name);
+    await eventually(() => fx.up.stalled.at(-1)?.destroyed === true);
+    t.pass(`${name}: the upstream connection is closed`);
+  }
+  const records = await fx.audit();
+  t.ok(records.some((r) => r.type === 'request' && r.route === 'chat-fake' && r.error_code === 'upstream_unreachable' && r.upstream_status === 101), 'audited with the 101 it got');
+});
+
+t.test('an upgrade without a proper Sec-WebSocket-Key is refused before the upstream hears of it', async (t) => {
+  const before = fx.up.received.length;
+  for (const key of ['', 'short==', `${wsKey().slice(0, -2)}AA`]) {
+    const head = upgradeHead('http://api.example.com/ws/lobby', key, `Proxy-Authorization: Bearer ${token}\r\n`).replace(key === '' ? 'Sec-WebSocket-Key: \r\n' : '\u0000', '');
+    const r = await rawRequest(fx.sc.proxyPort, head, { untilClose: true });
+    t.equal(r.status, 400, `key ${JSON.stringify(key)}`);
+    t.equal(JSON.parse(r.body).error_code, 'bad_request');
+  }
+  t.equal(fx.up.received.length, before);
 });
 
 t.test('only WebSocket upgrades are accepted', async (t) => {
