@@ -75,8 +75,11 @@ export interface BrokerContext {
   adminSecretHash: string;
   adminLimiter: RateLimiter;
   appLimiter: RateLimiter;
-  /** Schedules a state-file write (no-op without a state file). */
-  persist: () => void;
+  /**
+   * Writes the state file with every change so far; resolves once that write has been tried, so a
+   * reply sent after it survives a crash (at once without a state file). Failures are only logged.
+   */
+  persist: () => Promise<void>;
   /** False after a failed state-file write, until the next one succeeds. */
   storeHealthy: () => boolean;
   logger?: BrokerLogger;

@@ -188,7 +188,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     adminSecretHash: await hashSecret(opts.adminSecret),
     adminLimiter: new RateLimiter(5, 10, now),
     appLimiter: new RateLimiter(10 / 60, 3, now),
-    persist: () => writer?.schedule(),
+    persist: () => writer?.persisted() ?? Promise.resolve(),
     storeHealthy: () => writer?.healthy() ?? true,
     logger,
   };

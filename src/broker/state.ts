@@ -95,6 +95,10 @@ export class StateWriter {
   private dirty = false;
   private running: Promise<void> | undefined;
   private ok = true;
+  /** Changes scheduled so far, and how many of them the last finished write attempt covered. */
+  private scheduled = 0;
+  private attempted = 0;
+  private waiters: Array<{ upTo: number; resolve: () => void }> = [];
 
   constructor(
     private readonly file: string,
@@ -107,8 +111,20 @@ export class StateWriter {
   }
 
   schedule(): void {
+    this.scheduled++;
     this.dirty = true;
     this.running ??= this.loop();
+  }
+
+  /**
+   * Schedules a write and resolves once a write that includes every change so far has been tried:
+   * an answer sent after it survives a crash (a failed write is only logged, as in the broker).
+   * Under a steady stream of changes a waiter waits for the next write, not for the stream to end.
+   */
+  persisted(): Promise<void> {
+    this.schedule();
+    const upTo = this.scheduled;
+    return new Promise((resolve) => this.waiters.push({ upTo, resolve }));
   }
 
   /** Resolves once every change scheduled so far is on disk (or has failed). */
@@ -121,6 +137,7 @@ export class StateWriter {
     await new Promise((r) => setImmediate(r));
     while (this.dirty) {
       this.dirty = false;
+      const covers = this.scheduled;
       const started = performance.now();
       try {
         await this.writeOnce(JSON.stringify(this.snapshot()));
@@ -129,6 +146,13 @@ export class StateWriter {
       } catch (e) {
         this.ok = false;
         this.hooks.failed(e);
+      }
+      this.attempted = covers;
+      const waiting = this.waiters;
+      this.waiters = [];
+      for (const w of waiting) {
+        if (w.upTo <= this.attempted) w.resolve();
+        else this.waiters.push(w);
       }
     }
     this.running = undefined;

@@ -9,7 +9,7 @@ import { isRevocationLevel } from '../revocation.js';
 import { parseRfc3339, rfc3339Nano } from '../timefmt.js';
 
 /** Target existence is not checked and `count` is always 1, as in the broker. */
-export const revoke: BearerHandler = (ctx, req) => {
+export const revoke: BearerHandler = async (ctx, req) => {
   const body = decodeBody(req, { level: str, target: str });
   const level = body.level ?? '';
   const target = body.target ?? '';
@@ -18,7 +18,7 @@ export const revoke: BearerHandler = (ctx, req) => {
   ctx.revocations.add(level, target, rfc3339Nano(ctx.now()));
   ctx.metrics.tokensRevoked.inc({ level });
   ctx.audit.record({ event_type: 'token_revoked', agent_id: target, detail: `revoked at level=${level} target=${target}`, outcome: 'success' });
-  ctx.persist();
+  await ctx.persist();
   return jsonReply(200, { revoked: true, level, target, count: 1 });
 };
 

@@ -95,7 +95,7 @@ export const createApp: BearerHandler = async (ctx, req) => {
     detail: `app registered: name=${name} app_id=${app.app_id} client_id=${app.client_id} scopes=${fmtList(scopes)} token_ttl=${ttl}`,
     outcome: 'success',
   });
-  ctx.persist();
+  await ctx.persist();
   // 201 and app-<name>-<hex> ids, as the broker's code does (its docs say 200 and a UUID, §14.7);
   // name and status are left empty in this one response (§2.4).
   return jsonReply(201, {
@@ -120,7 +120,7 @@ export const getApp: BearerHandler = (ctx, req) => jsonReply(200, appJson(findAp
  * Validates both fields before changing either. (The real broker applies them one after the
  * other, so a bad token_ttl can leave new scopes in place; a failed update here changes nothing.)
  */
-export const updateApp: BearerHandler = (ctx, req) => {
+export const updateApp: BearerHandler = async (ctx, req) => {
   const app = findApp(ctx, req.params.id);
   const body = decodeBody(req, { scopes: strings, token_ttl: int });
   const scopes = body.scopes ?? [];
@@ -135,19 +135,19 @@ export const updateApp: BearerHandler = (ctx, req) => {
     detail: `app updated: app_id=${app.app_id} scopes=${fmtList(app.scopes)} token_ttl=${app.token_ttl}`,
     outcome: 'success',
   });
-  ctx.persist();
+  await ctx.persist();
   return jsonReply(200, appJson(app));
 };
 
 /** Soft delete: the app can no longer authenticate; tokens already issued stay valid. */
-export const deleteApp: BearerHandler = (ctx, req) => {
+export const deleteApp: BearerHandler = async (ctx, req) => {
   const app = findApp(ctx, req.params.id);
   const at = rfc3339Seconds(ctx.now());
   app.status = 'inactive';
   app.updated_at = at;
   app.deregistered_at = at;
   ctx.audit.record({ event_type: 'app_deregistered', detail: `app deregistered: app_id=${app.app_id}`, outcome: 'success' });
-  ctx.persist();
+  await ctx.persist();
   return jsonReply(200, {
     app_id: app.app_id,
     name: '',

@@ -14,11 +14,10 @@ import { rfc3339Nano } from '../timefmt.js';
  * Revokes the presented token's jti first, then issues a successor with the same claims and
  * lifetime. The superseded token is dead for the broker at once (offline verifiers cannot know).
  */
-export const renew: BearerHandler = (ctx, _req, claims) => {
+export const renew: BearerHandler = async (ctx, _req, claims) => {
   const ids = { agent_id: claims.sub, task_id: claims.task_id, orch_id: claims.orch_id };
   try {
     ctx.revocations.add('token', claims.jti, rfc3339Nano(ctx.now()));
-    ctx.persist();
     const issued = ctx.tokens.renew(claims);
     ctx.audit.record({
       event_type: 'token_renewed',
@@ -31,10 +30,13 @@ export const renew: BearerHandler = (ctx, _req, claims) => {
     ctx.logger?.warn({ err: e instanceof Error ? e.message : String(e) }, 'token renewal failed');
     ctx.audit.record({ event_type: 'token_renewal_failed', ...ids, detail: 'token renewal failed', outcome: 'denied' });
     throw unauthorized('token renewal failed');
+  } finally {
+    // The superseded token stays dead after a crash, whichever answer goes out.
+    await ctx.persist();
   }
 };
 
-export const release: BearerHandler = (ctx, _req, claims) => {
+export const release: BearerHandler = async (ctx, _req, claims) => {
   ctx.revocations.add('token', claims.jti, rfc3339Nano(ctx.now()));
   ctx.metrics.tokensRevoked.inc({ level: 'release' });
   ctx.audit.record({
@@ -45,7 +47,7 @@ export const release: BearerHandler = (ctx, _req, claims) => {
     detail: `token released | jti=${claims.jti}`,
     outcome: 'success',
   });
-  ctx.persist();
+  await ctx.persist();
   return { status: 204 };
 };
 

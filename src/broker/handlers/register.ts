@@ -45,9 +45,9 @@ const REGISTER_SPEC = {
   requested_scope: strings,
 };
 
-export const register: Handler = (ctx, req) => {
+export const register: Handler = async (ctx, req) => {
   try {
-    const reply = registerAgent(ctx, decodeBody(req, REGISTER_SPEC));
+    const reply = await registerAgent(ctx, decodeBody(req, REGISTER_SPEC));
     ctx.metrics.registrations.inc({ status: 'success' });
     return reply;
   } catch (e) {
@@ -56,7 +56,7 @@ export const register: Handler = (ctx, req) => {
   }
 };
 
-function registerAgent(ctx: BrokerContext, raw: Decoded<typeof REGISTER_SPEC>): Reply {
+async function registerAgent(ctx: BrokerContext, raw: Decoded<typeof REGISTER_SPEC>): Promise<Reply> {
   const b = {
     launchToken: raw.launch_token ?? '',
     nonce: raw.nonce ?? '',
@@ -128,6 +128,6 @@ function registerAgent(ctx: BrokerContext, raw: Decoded<typeof REGISTER_SPEC>): 
   const ids = { agent_id: agentId, task_id: b.taskId, orch_id: b.orchId };
   ctx.audit.record({ event_type: 'agent_registered', ...ids, detail: `Agent registered with scope ${fmtList(b.requestedScope)}`, outcome: 'success' });
   ctx.audit.record({ event_type: 'token_issued', ...ids, detail: `token issued jti=${issued.claims.jti} expires_in=${issued.expiresIn}`, outcome: 'success' });
-  ctx.persist();
+  await ctx.persist();
   return jsonReply(200, { agent_id: agentId, access_token: issued.token, expires_in: issued.expiresIn });
 }
