@@ -16,10 +16,11 @@ AgentWrit broker) so the sidecar can be developed, tested, demonstrated and run 
 outside services. It has no high availability and keeps state in one local file at most.
 For anything real, run an AgentWrit broker and point the sidecar at it.
 
-Options:
-  --listen HOST:PORT        listen address (default ${DEFAULT_LISTEN})
+Options (the broker's AA_* variable in brackets; a flag wins over it):
+  --listen HOST:PORT        listen address (default ${DEFAULT_LISTEN}; AA_BIND_ADDRESS and AA_PORT)
   --signing-key FILE        Ed25519 PKCS#8 PEM signing key; created with mode 0600 if missing
-                            (default: a new in-memory key, so tokens die with the process)
+                            (default: a new in-memory key, so tokens die with the process;
+                            AA_SIGNING_KEY_PATH)
   --public-key-out FILE     write the public key (SPKI PEM) here for sidecars (broker.publicKeyFile)
   --admin-secret SECRET     admin secret; prefer the environment variable AA_ADMIN_SECRET or
                             AGENTWRIT_ADMIN_SECRET, command lines are visible to other users
@@ -27,7 +28,11 @@ Options:
                             (default: memory only)
   --issuer ISS              "iss" of issued tokens, enforced on verification (AA_ISSUER)
   --audience AUD            "aud" of issued tokens, enforced on Bearer endpoints (AA_AUDIENCE)
-  --trust-domain DOMAIN     SPIFFE trust domain of agent ids (default agentwrit.local)
+  --trust-domain DOMAIN     SPIFFE trust domain of agent ids (default agentwrit.local; AA_TRUST_DOMAIN)
+  --max-ttl SECONDS         global clamp on token lifetimes, 0 or less: none (default 86400; AA_MAX_TTL)
+  --admin-token-ttl SECONDS lifetime of admin tokens (default 300; AA_ADMIN_TOKEN_TTL)
+  --app-token-ttl SECONDS   default lifetime of app tokens (default 1800; AA_APP_TOKEN_TTL)
+  --default-ttl SECONDS     fallback token lifetime (default 300; AA_DEFAULT_TTL)
   --tls-mode MODE           none (default), tls or mtls, as the broker's AA_TLS_MODE: HTTPS, and
                             with mtls a client certificate is required (AA_TLS_MODE)
   --tls-cert FILE           server certificate chain, PEM (AA_TLS_CERT)
@@ -42,13 +47,75 @@ Options:
 
 Extension (not part of AgentWrit): GET /.well-known/jwks.json publishes the signing key as a JWK
 Set (OKP/Ed25519, kid = RFC 7638 thumbprint). Real AgentWrit brokers publish no key at all.
-Secrets are hashed with scrypt instead of bcrypt.
+Secrets are hashed with scrypt instead of bcrypt. Not read: AA_DB_PATH (--state keeps a JSON
+file, not SQLite), AA_LOG_LEVEL (--log-level) and AA_CONFIG_PATH.
 `;
 
 const OPTIONS = {
   booleans: ['seed-tokens'],
-  values: ['listen', 'signing-key', 'public-key-out', 'admin-secret', 'state', 'issuer', 'audience', 'trust-domain', 'log-level', 'tls-mode', 'tls-cert', 'tls-key', 'tls-client-ca'],
+  values: [
+    'listen',
+    'signing-key',
+    'public-key-out',
+    'admin-secret',
+    'state',
+    'issuer',
+    'audience',
+    'trust-domain',
+    'max-ttl',
+    'admin-token-ttl',
+    'app-token-ttl',
+    'default-ttl',
+    'log-level',
+    'tls-mode',
+    'tls-cert',
+    'tls-key',
+    'tls-client-ca',
+  ],
 };
+
+/** Whole seconds, as Go's strconv.Atoi reads them (optional sign, digits). */
+const SECONDS = /^[+-]?[0-9]{1,15}$/;
+
+const TTL_SETTINGS = [
+  ['max-ttl', 'AA_MAX_TTL', 'maxTtl'],
+  ['admin-token-ttl', 'AA_ADMIN_TOKEN_TTL', 'adminTokenTtl'],
+  ['app-token-ttl', 'AA_APP_TOKEN_TTL', 'appTokenTtl'],
+  ['default-ttl', 'AA_DEFAULT_TTL', 'defaultTtl'],
+] as const;
+
+type TtlOptions = Partial<Record<(typeof TTL_SETTINGS)[number][2], number>>;
+
+/**
+ * The lifetimes from flags or AA_* variables. A flag that is not a number is an error; a variable
+ * that is not one falls back to the default, as the broker does, but not silently.
+ */
+function ttlSettings(flag: (name: string) => string | undefined, env: NodeJS.ProcessEnv, warn: (s: string) => void): TtlOptions {
+  const ttls: TtlOptions = {};
+  for (const [name, envName, key] of TTL_SETTINGS) {
+    const given = flag(name);
+    if (given !== undefined) {
+      if (!SECONDS.test(given)) throw new Error(`--${name} "${given}" is not a whole number of seconds`);
+      ttls[key] = Number(given);
+      continue;
+    }
+    const fromEnv = env[envName];
+    if (fromEnv === undefined || fromEnv === '') continue;
+    if (SECONDS.test(fromEnv)) ttls[key] = Number(fromEnv);
+    else warn(`${envName}="${fromEnv}" is not a whole number of seconds: the default is used, as the broker does`);
+  }
+  return ttls;
+}
+
+/** --listen, else AA_BIND_ADDRESS and AA_PORT (each defaulting as the broker does), else undefined (the default). */
+function listenAddress(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  if (flag !== undefined) return flag;
+  const host = env.AA_BIND_ADDRESS || undefined;
+  const port = env.AA_PORT || undefined;
+  if (host === undefined && port === undefined) return undefined;
+  const h = host ?? '127.0.0.1';
+  return `${h.includes(':') && !h.startsWith('[') ? `[${h}]` : h}:${port ?? '8080'}`;
+}
 
 export interface BrokerCommandIo {
   stdout?: NodeJS.WritableStream;
@@ -130,23 +197,35 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     err.write(`agentwrit-sidecar broker: AA_SEED_TOKENS="${seedEnv}" is not true or false: no seed tokens, as the broker does\n`);
   }
   const seed = args.flags.has('seed-tokens') || seedEnv === 'true';
+  let ttls: TtlOptions;
+  try {
+    ttls = ttlSettings(
+      (name) => flagString(args, name),
+      env,
+      (warning) => err.write(`agentwrit-sidecar broker: ${warning}\n`),
+    );
+  } catch (e) {
+    err.write(`agentwrit-sidecar broker: ${(e as Error).message}\n`);
+    return 2;
+  }
   const level = flagString(args, 'log-level') ?? 'info';
   const logger = createLogger(level, out);
-  const signingKeyFile = flagString(args, 'signing-key');
+  const signingKeyFile = flagString(args, 'signing-key') ?? (env.AA_SIGNING_KEY_PATH || undefined);
   const stateFile = flagString(args, 'state');
   const publicKeyOut = flagString(args, 'public-key-out');
   const signal = io.stop ? undefined : waitForSignal();
   let broker: RunningBroker;
   try {
     broker = await startBroker({
-      listen: flagString(args, 'listen'),
+      listen: listenAddress(flagString(args, 'listen'), env),
       signingKeyFile,
       publicKeyOut,
       adminSecret,
       stateFile,
-      issuer: flagString(args, 'issuer'),
-      audience: flagString(args, 'audience'),
-      trustDomain: flagString(args, 'trust-domain'),
+      issuer: flagString(args, 'issuer') ?? (env.AA_ISSUER || undefined),
+      audience: flagString(args, 'audience') ?? (env.AA_AUDIENCE || undefined),
+      trustDomain: flagString(args, 'trust-domain') ?? (env.AA_TRUST_DOMAIN || undefined),
+      ...ttls,
       tls,
       seedTokens: seed,
       logger,

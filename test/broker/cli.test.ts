@@ -7,14 +7,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import type { RunningBroker } from '../../src/broker/index.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
-import { capture, http } from './fixture.js';
+import { registerAgent } from '../../src/broker/client.js';
+import { capture, http, payload } from './fixture.js';
 
 t.test('--help says what it is for', async (t) => {
   const out = capture();
   t.equal(await runBrokerCommand(['--help'], { stdout: out.stream }), 0);
   t.match(out.text(), /DEVELOPMENT AND TEST BROKER - NOT A PRODUCTION BROKER/);
   t.match(out.text(), /Extension \(not part of AgentWrit\): GET \/\.well-known\/jwks\.json/);
-  for (const flag of ['--listen', '--signing-key', '--public-key-out', '--admin-secret', '--state', '--issuer', '--audience', '--trust-domain']) {
+  for (const flag of ['--listen', '--signing-key', '--public-key-out', '--admin-secret', '--state', '--issuer', '--audience', '--trust-domain', '--max-ttl', '--admin-token-ttl', '--app-token-ttl', '--default-ttl']) {
     t.match(out.text(), flag);
   }
 });
@@ -80,4 +81,53 @@ t.test('a real process exits 0 on SIGTERM', async (t) => {
   child.kill('SIGTERM');
   t.equal(await exited, 0);
   t.match(out, /stopped/);
+});
+
+t.test("the broker's AA_* settings are read; a flag wins over its variable", async (t) => {
+  const dir = t.testdir();
+  const out = capture();
+  const err = capture();
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => {
+    stop = r;
+  });
+  let ready!: (b: RunningBroker) => void;
+  const readyP = new Promise<RunningBroker>((r) => {
+    ready = r;
+  });
+  const env = {
+    AA_ADMIN_SECRET: 'env-secret-0123',
+    AA_BIND_ADDRESS: '127.0.0.1',
+    AA_PORT: '0',
+    AA_ISSUER: 'https://broker.example',
+    AA_AUDIENCE: 'sidecars',
+    AA_TRUST_DOMAIN: 'env.example',
+    AA_ADMIN_TOKEN_TTL: '42',
+    AA_APP_TOKEN_TTL: 'soon',
+    AA_SIGNING_KEY_PATH: `${dir}/signing.key`,
+  };
+  const exit = runBrokerCommand(['--log-level', 'silent', '--max-ttl', '600'], { stdout: out.stream, stderr: err.stream, env, stop: stopped, onReady: ready });
+  const b = await readyP;
+  t.match(b.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'AA_BIND_ADDRESS and AA_PORT');
+  t.ok(existsSync(`${dir}/signing.key`), 'AA_SIGNING_KEY_PATH');
+  t.match(err.text(), /AA_APP_TOKEN_TTL="soon" is not a whole number of seconds: the default is used/);
+  const auth = await http(b.url, 'POST', '/v1/admin/auth', { json: { secret: 'env-secret-0123' } });
+  t.equal(auth.json.expires_in, 42, 'AA_ADMIN_TOKEN_TTL');
+  const claims = payload(auth.json.access_token);
+  t.equal(claims.iss, 'https://broker.example', 'AA_ISSUER');
+  t.same(claims.aud, ['sidecars'], 'AA_AUDIENCE');
+  const lt = await http(b.url, 'POST', '/v1/admin/launch-tokens', {
+    token: auth.json.access_token,
+    json: { agent_name: 'a', allowed_scope: ['read:data:*'], max_ttl: 7200 },
+  });
+  t.equal(lt.status, 201);
+  const agent = await registerAgent(b.url, { launchToken: lt.json.launch_token, orchId: 'o', taskId: 't', requestedScope: ['read:data:x'] });
+  t.match(agent.agentId, /^spiffe:\/\/env\.example\//, 'AA_TRUST_DOMAIN');
+  t.equal(agent.expiresIn, 600, '--max-ttl clamps the launch token max_ttl of 7200');
+  stop();
+  t.equal(await exit, 0);
+
+  const bad = capture();
+  t.equal(await runBrokerCommand(['--max-ttl', 'long'], { stderr: bad.stream, env }), 2, 'a flag that is not a number');
+  t.match(bad.text(), /--max-ttl "long" is not a whole number of seconds/);
 });
