@@ -290,3 +290,18 @@ t.test('forged and malformed bearer tokens', async (t) => {
   t.equal(audit.json.events[0].resource, '/v1/audit/events');
   t.notMatch(JSON.stringify(audit.json), new RegExp(s.slice(0, 20)), 'no token material in the audit log');
 });
+
+t.test('a launch-token ttl past the last date there is: an error, and nothing counted or audited as issued', async (t) => {
+  const b = await withBroker(t);
+  const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
+  const issued = async () => (await http(b.url, 'GET', '/v1/audit/events?event_type=launch_token_issued', { token: admin })).json.total as number;
+  const created = async () => Number(/agentwrit_launch_tokens_created_total (\d+)/.exec((await http(b.url, 'GET', '/v1/metrics')).text)?.[1] ?? 0);
+  const [auditBefore, countBefore] = [await issued(), await created()];
+  const r = await http(b.url, 'POST', '/v1/admin/launch-tokens', { token: admin, json: { agent_name: 'a', allowed_scope: ['read:data:*'], ttl: 9_000_000_000_000 } });
+  t.equal(r.status, 500);
+  t.equal(await issued(), auditBefore, 'not audited as issued');
+  t.equal(await created(), countBefore, 'not counted');
+  const ok = await http(b.url, 'POST', '/v1/admin/launch-tokens', { token: admin, json: { agent_name: 'a', allowed_scope: ['read:data:*'], ttl: 60 } });
+  t.equal(ok.status, 201, 'a sane ttl still works');
+  t.equal(await created(), countBefore + 1);
+});

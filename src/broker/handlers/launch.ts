@@ -33,6 +33,8 @@ export function issueLaunchToken(ctx: BrokerContext, p: LaunchTokenParams) {
   const ttl = p.ttl !== undefined && p.ttl > 0 ? p.ttl : DEFAULT_LAUNCH_TTL;
   const token = randomBytes(32).toString('hex');
   const expiresAtMs = ctx.now() + ttl * 1000;
+  // Formatted before anything is stored: a ttl past the last date there is fails with nothing kept.
+  const expiresAt = rfc3339Seconds(expiresAtMs);
   ctx.launchTokens.set(token, {
     agent_name: p.agentName,
     allowed_scope: [...p.allowedScope],
@@ -50,7 +52,7 @@ export function issueLaunchToken(ctx: BrokerContext, p: LaunchTokenParams) {
   });
   return {
     launch_token: token,
-    expires_at: rfc3339Seconds(expiresAtMs),
+    expires_at: expiresAt,
     policy: { allowed_scope: p.allowedScope, max_ttl: maxTtl },
   };
 }
