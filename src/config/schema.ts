@@ -25,6 +25,9 @@ export const Duration = z
   .refine((d) => !(msOf(d) > MAX_DURATION_MS), `must be at most ${MAX_DURATION_MS}ms (about 24.8 days), the longest a timer can wait`);
 export type DurationInput = z.infer<typeof Duration>;
 
+/** An http:// or https:// URL: the only schemes the sidecar speaks to a broker or upstream. */
+const HttpUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' });
+
 /** A Duration of at least 1s (a value that is no duration gets Duration's message only). */
 const DurationAtLeast1s = Duration.refine((d) => !(msOf(d) < 1000), 'must be at least 1s');
 
@@ -82,7 +85,7 @@ export const SidecarConfigSchema = z.strictObject({
   broker: z
     .strictObject({
       /** Base URL of the AgentWrit broker; env AGENTWRIT_BROKER_URL overrides. */
-      url: z.url().optional(),
+      url: HttpUrl.optional(),
       /** offline: local signature check only; online: ask the broker every time (cached for revalidateAfter); hybrid: both. */
       verify: z.enum(['offline', 'online', 'hybrid']).optional(),
       /** Ed25519 public key of the broker, PEM (SPKI). */
@@ -90,7 +93,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** JWKS document on disk (alternative to publicKeyFile). */
       jwksFile: z.string().min(1).optional(),
       /** JWKS URL (alternative to publicKeyFile), e.g. the embedded broker's /.well-known/jwks.json. */
-      jwksUrl: z.url().optional(),
+      jwksUrl: HttpUrl.optional(),
       /** jwksUrl: fetched again this often; a changed key set drops the cached verifications. */
       jwksRefresh: DurationAtLeast1s.default('60s'),
       /** In online/hybrid mode, a positive broker answer is trusted for this long. */
@@ -224,7 +227,7 @@ export const RouteSchema = z.strictObject({
   /** Reverse routes: a path prefix on the proxy port ("/billing") ... */
   mount: z.string().regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, 'mount is a path prefix such as /billing').optional(),
   /** ... mapped to this upstream origin (http:// or https://, no path). */
-  upstream: z.url({ protocol: /^https?$/ }).optional(),
+  upstream: HttpUrl.optional(),
   /** Extra CA (PEM) trusted for this route's upstream TLS. */
   caFile: z.string().min(1).optional(),
   methods: z.array(Method).min(1).default(['GET', 'HEAD']),

@@ -64,7 +64,15 @@ t.test('problems carry exact positions', async (t) => {
         [7, 25, /^upstream\.connectTo\["b\.example\.com:80"\]: expected HOST:PORT$/],
       ],
     ],
-    ['bad broker url', 'broker:\n  url: not a url\n  publicKeyFile: k.pem\n', [[2, 8, /^broker\.url: Invalid URL/]]],
+    ['bad broker url', 'broker:\n  url: not a url\n  publicKeyFile: k.pem\n', [[2, 8, /^broker\.url: expected an http:\/\/ or https:\/\/ URL$/]]],
+    [
+      'broker urls without an http(s) scheme (host:port reads as a scheme)',
+      'broker:\n  url: agentwrit-broker:8080\n  jwksUrl: ftp://b/jwks\n',
+      [
+        [2, 8, /^broker\.url: expected an http:\/\/ or https:\/\/ URL$/],
+        [3, 12, /^broker\.jwksUrl: expected an http:\/\/ or https:\/\/ URL$/],
+      ],
+    ],
     ['client certificate without its key', 'broker:\n  url: https://broker.example:8443\n  clientCertFile: c.crt\n', [[3, 3, /^broker\.clientCertFile and broker\.clientKeyFile go together/]]],
     ['broker TLS files for a plain HTTP broker', 'broker:\n  url: http://broker.example:8080\n  caFile: ca.crt\n', [[3, 3, /^broker\.caFile is for an https broker\.url or broker\.jwksUrl; http:\/\/broker\.example:8080 is plain HTTP$/]]],
     [

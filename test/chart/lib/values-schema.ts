@@ -91,7 +91,7 @@ const probe = obj({
 });
 const monitor = obj({ enabled: bool(), interval: promDuration, scrapeTimeout: promDuration, labels: labelMap });
 
-/** Zod's JSON Schema minus what Helm's validator does not know (custom formats, $schema). */
+/** Zod's JSON Schema minus what Helm's validator does not know (custom formats, $schema), plus the URL schemes. */
 function fromZod(schema: z.ZodType): Json {
   const out = z.toJSONSchema(schema, { target: 'draft-7', io: 'input' }) as Json;
   delete out.$schema;
@@ -100,6 +100,8 @@ function fromZod(schema: z.ZodType): Json {
     else if (node && typeof node === 'object') {
       const o = node as Json;
       if (o.format === 'includes' || o.format === 'starts_with') delete o.format;
+      // Every URL the sidecar takes is http(s) (config/schema.ts HttpUrl), which "uri" alone does not say.
+      if (o.format === 'uri') o.pattern = '^https?://';
       for (const v of Object.values(o)) clean(v);
     }
   };
