@@ -3,13 +3,14 @@
  * file, on Kubernetes 1.28 and 1.30, with and without the Prometheus Operator API. Every rendered
  * object is validated against the Kubernetes schemas and checked for the chart's invariants.
  */
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { PolicyFileSchema, SidecarConfigSchema } from '../../src/config/schema.js';
-import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, type K8sObject, parseManifests } from './lib/helm.js';
+import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, type K8sObject, parseManifests, REPO_ROOT } from './lib/helm.js';
 import { checkFieldsWithTypes, TEST_DIR, validateWithModels } from './lib/k8s-validate.js';
 import { allContainers, envOf, type PodSpec, podTemplateOf, sidecarOf, volumeForPath, WORKLOAD_KINDS } from './lib/pod.js';
 
@@ -69,6 +70,21 @@ if ('error' in found) {
     t.match(render(undefined, '1.30.0', false), /native sidecar/, 'names the native sidecar mode');
     t.match(render(undefined, '1.28.0', false), /regular container, listed first/, 'names the regular-container mode');
     t.match(render(undefined, '1.30.0', false), /No policies are configured/, 'says that nothing is allowed without policies');
+  });
+
+  t.test('with no policies given, the chart ships one that allows nothing, which the sidecar loads', async (t) => {
+    const objs = parseManifests(helm.template({}).stdout);
+    const policies = objs.find((o) => o.kind === 'ConfigMap' && !('config.yaml' in ((o.data as Record<string, string>) ?? {})));
+    const data = (policies?.data ?? {}) as Record<string, string>;
+    t.same(Object.keys(data), ['00-deny-all.yaml'], 'one policy file, not an empty directory the sidecar refuses');
+    const dir = mkdtempSync(join(tmpdir(), 'chart-deny-all-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    mkdirSync(join(dir, 'policies'));
+    for (const [name, text] of Object.entries(data)) writeFileSync(join(dir, 'policies', name), text);
+    writeFileSync(join(dir, 'config.yaml'), `broker: { url: "http://127.0.0.1:1", verify: online }\npolicies: [ ${join(dir, 'policies')} ]\n`);
+    const check = spawnSync(process.execPath, [join(REPO_ROOT, 'dist', 'cli', 'main.js'), 'policy', 'check', join(dir, 'config.yaml')], { encoding: 'utf8' });
+    t.equal(check.status, 0, 'policy check accepts the rendered directory', { output: check.stdout + check.stderr });
+    t.match(check.stdout, /ok: 0 routes, 0 connectors, 0 pass-through hosts/);
   });
 
   t.test('the config checksum follows config.yaml only: policy edits are hot-reloaded, not rolled out', async (t) => {
