@@ -211,6 +211,14 @@ function checkInvariants(t: Test, objs: K8sObject[], ctx: { userValues: UserValu
     t.same(sec?.capabilities?.drop, ['ALL'], 'all capabilities dropped');
     t.equal(sec?.seccompProfile?.type, 'RuntimeDefault', 'seccomp RuntimeDefault');
     t.equal(spec.securityContext?.seccompProfile?.type, 'RuntimeDefault', 'pod seccomp RuntimeDefault');
+    // The kubelet refuses runAsNonRoot for an image whose user is a name (curlimages/curl's is
+    // curl_user) unless a numeric runAsUser says who runs it.
+    for (const c of allContainers(spec)) {
+      if (c.securityContext?.runAsNonRoot ?? spec.securityContext?.runAsNonRoot) {
+        const uid = c.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
+        t.ok(Number.isInteger(uid) && (uid ?? 0) > 0, `${c.name}: runAsNonRoot comes with a numeric non-root runAsUser`);
+      }
+    }
 
     const ann = tpl.metadata.annotations ?? {};
     if (v.monitors?.podAnnotations === false) t.notOk(ann['prometheus.io/scrape'], 'no prometheus.io annotations when off');

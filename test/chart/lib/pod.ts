@@ -48,7 +48,7 @@ export interface PodSpec {
   initContainers?: Container[];
   containers: Container[];
   volumes?: Volume[];
-  securityContext?: { runAsNonRoot?: boolean; seccompProfile?: { type: string } };
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; seccompProfile?: { type: string } };
 }
 export interface PodTemplate {
   metadata: { labels?: Record<string, string>; annotations?: Record<string, string> };
