@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
-import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, REPO_ROOT } from './lib/helm.js';
+import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, parseManifests, REPO_ROOT } from './lib/helm.js';
 import { renderValuesSchema, VALUES_SCHEMA_PATH } from './lib/values-schema.js';
 
 t.test('values.schema.json is the generated one (src/config/schema.ts and the chart agree)', async (t) => {
@@ -110,5 +110,12 @@ if ('error' in found) {
     refused(t, ['sidecar.ports.admin=15101'], /must differ/, 'same port twice');
     refused(t, ['pdb.enabled=true', 'pdb.maxUnavailable=1'], /minAvailable or maxUnavailable, not both/, 'both PDB bounds');
     t.equal(helm.template({ set: ['pdb.enabled=true', 'pdb.minAvailable=null', 'pdb.maxUnavailable=50%'] }).status, 0, 'maxUnavailable alone renders');
+    refused(t, ['auditLog.existingClaim=audit', 'workload.replicas=2'], /auditLog\.existingClaim holds the audit log of one pod/, 'two replicas on one audit claim');
+  });
+
+  t.test('an audit log on a claim: the Deployment is replaced, not rolled (the old pod holds the log\'s lock)', async (t) => {
+    const deployment = (set: string[]) => parseManifests(helm.template({ set }).stdout).find((o) => o.kind === 'Deployment') as { spec: { strategy?: { type: string } } } | undefined;
+    t.same(deployment(['auditLog.existingClaim=audit'])?.spec.strategy, { type: 'Recreate' }, 'Recreate with a claim');
+    t.equal(deployment([])?.spec.strategy, undefined, 'the default rolling update with an emptyDir');
   });
 }

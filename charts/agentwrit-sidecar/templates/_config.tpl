@@ -159,6 +159,9 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- end }}
 {{- $_ := set $seen .mountAs true }}
 {{- end }}
+{{- if and $v.auditLog.existingClaim $v.workload.enabled (eq $v.workload.kind "Deployment") (gt (int $v.workload.replicas) 1) }}
+{{- fail "auditLog.existingClaim holds the audit log of one pod (its lock lets one writer in): workload.replicas must be 1" }}
+{{- end }}
 {{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
 {{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}
