@@ -2,14 +2,40 @@
  * Configuration generations: load → validate → compile → provision, all before the swap. A failed
  * build leaves the running generation untouched.
  */
+import { readFile } from 'node:fs/promises';
 import { loadPolicies } from '../config/load.js';
 import { ConnectorRegistry } from '../connectors/registry.js';
+import { ConfigError, type ConfigProblem, errorReason } from '../errors.js';
 import { compilePolicy } from '../policy/compile.js';
+import type { CompiledRoute } from '../policy/types.js';
 import type { Generation } from './types.js';
+
+/**
+ * A route's caFile is read by the forwarder when the route first needs it; one that is missing or
+ * holds no certificate is found here, where the generation can still be refused with the route's
+ * position, rather than as a 500 on every request.
+ */
+async function checkRouteCaFiles(routes: readonly CompiledRoute[]): Promise<void> {
+  const problems: ConfigProblem[] = [];
+  for (const r of routes) {
+    const file = r.def.caFile;
+    if (file === undefined) continue;
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      problems.push({ ...r.source, message: `route ${r.id}: caFile ${file} cannot be read: ${errorReason(e)}` });
+      continue;
+    }
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) problems.push({ ...r.source, message: `route ${r.id}: caFile ${file} holds no PEM certificate` });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+}
 
 export async function buildGeneration(id: number, policyPaths: string[], baseDir: string, env: NodeJS.ProcessEnv): Promise<Generation> {
   const loaded = await loadPolicies(policyPaths);
   const policy = compilePolicy(loaded);
+  await checkRouteCaFiles(policy.routes);
   const connectors = await ConnectorRegistry.create(
     policy.connectors.map((c) => c.def),
     { baseDir, env },

@@ -11,6 +11,7 @@ import { type ConnectionOptions, checkServerIdentity, createSecureContext, rootC
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
+import { readNamedFile } from '../file-identity.js';
 
 export interface ForwarderOptions {
   connectTo: Record<string, string>;
@@ -265,13 +266,18 @@ export class Forwarder {
   private closed = false;
 
   constructor(private readonly opts: ForwarderOptions) {
-    this.extraCa = opts.caFile ? [readFileSync(opts.caFile, 'utf8')] : [];
+    this.extraCa = opts.caFile ? [readNamedFile(opts.caFile, 'upstream.caFile')] : [];
   }
 
   private routeCa(caFile: string): string {
     let pem = this.caCache.get(caFile);
     if (pem === undefined) {
-      pem = readFileSync(caFile, 'utf8');
+      try {
+        pem = readFileSync(caFile, 'utf8');
+      } catch (e) {
+        // Checked when its generation was built (runtime/generation.ts): the file went away since.
+        throw new SidecarError('upstream_tls_error', 'the trust for the upstream TLS connection could not be set up', { cause: e });
+      }
       this.caCache.set(caFile, pem);
     }
     return pem;
