@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
+import { SidecarConfigSchema } from '../../src/config/schema.js';
 import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, parseManifests, REPO_ROOT } from './lib/helm.js';
 import { renderValuesSchema, VALUES_SCHEMA_PATH } from './lib/values-schema.js';
 
@@ -111,6 +112,17 @@ if ('error' in found) {
     refused(t, ['pdb.enabled=true', 'pdb.maxUnavailable=1'], /minAvailable or maxUnavailable, not both/, 'both PDB bounds');
     t.equal(helm.template({ set: ['pdb.enabled=true', 'pdb.minAvailable=null', 'pdb.maxUnavailable=50%'] }).status, 0, 'maxUnavailable alone renders');
     refused(t, ['auditLog.existingClaim=audit', 'workload.replicas=2'], /auditLog\.existingClaim holds the audit log of one pod/, 'two replicas on one audit claim');
+  });
+
+  t.test('the admin listener binds IPv4 by default, IPv6 (and IPv4) with adminAddress "::"', async (t) => {
+    const adminListen = (set: string[]) => {
+      const cm = parseManifests(helm.template({ set }).stdout).find((o) => o.kind === 'ConfigMap' && 'config.yaml' in ((o.data as Record<string, string>) ?? {}));
+      const config = SidecarConfigSchema.parse(parseYaml((cm?.data as Record<string, string> | undefined)?.['config.yaml'] ?? ''));
+      return config.admin.listen;
+    };
+    t.equal(adminListen([]), '0.0.0.0:15100');
+    t.equal(adminListen(['sidecar.adminAddress=::']), '[::]:15100', 'a listen address the sidecar takes');
+    refused(t, ['sidecar.adminAddress=10.0.0.1'], /adminAddress/, 'another address');
   });
 
   t.test('an audit log on a claim: the Deployment is replaced, not rolled (the old pod holds the log\'s lock)', async (t) => {

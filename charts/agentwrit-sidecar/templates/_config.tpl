@@ -75,8 +75,9 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 {{- /* Loopback only: nothing outside the pod may use the agent's proxy. */ -}}
 {{- $_ := set $proxy "listen" (printf "127.0.0.1:%d" (int $v.sidecar.ports.proxy)) }}
 {{- $_ := set $cfg "proxy" $proxy }}
-{{- /* All interfaces: kubelet probes and Prometheus reach the admin port on the pod IP. */ -}}
-{{- $_ := set $cfg "admin" (dict "listen" (printf "0.0.0.0:%d" (int $v.sidecar.ports.admin))) }}
+{{- /* All interfaces: kubelet probes and Prometheus reach the admin port on the pod IP ("::" also takes IPv4). */ -}}
+{{- $adminHost := ternary "[::]" "0.0.0.0" (eq (toString $v.sidecar.adminAddress) "::") }}
+{{- $_ := set $cfg "admin" (dict "listen" (printf "%s:%d" $adminHost (int $v.sidecar.ports.admin))) }}
 {{- $_ := set $cfg "broker" (include "agentwrit-sidecar.brokerConfig" . | fromYaml) }}
 {{- $_ := set $cfg "policies" (list $paths.policies) }}
 {{- $audit := get $cfg "audit" | default dict }}

@@ -186,6 +186,7 @@ export function buildValuesSchema(): Json {
         nativeSidecar: { enum: ['auto', true, false, 'true', 'false'] },
         holdAgentUntilReady: bool(),
         ports: obj({ proxy: port, admin: port }),
+        adminAddress: str({ enum: ['0.0.0.0', '::'] }),
         resources,
         runAsUser: int({ minimum: 1 }),
         runAsGroup: int({ minimum: 1 }),
