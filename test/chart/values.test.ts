@@ -111,6 +111,10 @@ if ('error' in found) {
     refused(t, ['sidecar.ports.admin=15101'], /must differ/, 'same port twice');
     refused(t, ['pdb.enabled=true', 'pdb.maxUnavailable=1'], /minAvailable or maxUnavailable, not both/, 'both PDB bounds');
     t.equal(helm.template({ set: ['pdb.enabled=true', 'pdb.minAvailable=null', 'pdb.maxUnavailable=50%'] }).status, 0, 'maxUnavailable alone renders');
+    refused(t, ['config.shutdown.grace=2m'], /config\.shutdown\.grace \(2m\) must be shorter than terminationGracePeriodSeconds \(30\)/, 'a drain longer than the pod may take');
+    refused(t, ['config.shutdown.grace=30'], /must be shorter than terminationGracePeriodSeconds/, 'a drain as long as the pod may take (seconds)');
+    t.equal(helm.template({ set: ['config.shutdown.grace=2m', 'terminationGracePeriodSeconds=150'] }).status, 0, 'a longer drain with a longer grace period renders');
+    t.equal(helm.template({ set: ['config.shutdown.grace=29500ms'] }).status, 0, 'just under renders');
     refused(t, ['auditLog.existingClaim=audit', 'workload.replicas=2'], /auditLog\.existingClaim holds the audit log of one pod/, 'two replicas on one audit claim');
   });
 

@@ -163,6 +163,17 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- if and $v.auditLog.existingClaim $v.workload.enabled (eq $v.workload.kind "Deployment") (gt (int $v.workload.replicas) 1) }}
 {{- fail "auditLog.existingClaim holds the audit log of one pod (its lock lets one writer in): workload.replicas must be 1" }}
 {{- end }}
+{{- $grace := toString (dig "shutdown" "grace" "10s" (default dict $v.config)) }}
+{{- $graceSeconds := 0.0 }}
+{{- if regexMatch "^[0-9.]+$" $grace }}{{- $graceSeconds = float64 $grace }}
+{{- else if hasSuffix "ms" $grace }}{{- $graceSeconds = divf (float64 (trimSuffix "ms" $grace)) 1000 }}
+{{- else if hasSuffix "s" $grace }}{{- $graceSeconds = float64 (trimSuffix "s" $grace) }}
+{{- else if hasSuffix "m" $grace }}{{- $graceSeconds = mulf (float64 (trimSuffix "m" $grace)) 60 }}
+{{- else if hasSuffix "h" $grace }}{{- $graceSeconds = mulf (float64 (trimSuffix "h" $grace)) 3600 }}
+{{- end }}
+{{- if ge $graceSeconds (float64 $v.terminationGracePeriodSeconds) }}
+{{- fail (printf "config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d): the kubelet kills the pod when that runs out, in the middle of the sidecar's drain" $grace (int $v.terminationGracePeriodSeconds)) }}
+{{- end }}
 {{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
 {{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}
