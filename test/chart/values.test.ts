@@ -9,6 +9,7 @@ import t, { type Test } from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { SidecarConfigSchema } from '../../src/config/schema.js';
 import { CHART_DIR, CI_VALUES_DIR, findHelm, Helm, parseManifests, REPO_ROOT } from './lib/helm.js';
+import { podTemplateOf, sidecarOf } from './lib/pod.js';
 import { renderValuesSchema, VALUES_SCHEMA_PATH } from './lib/values-schema.js';
 
 t.test('values.schema.json is the generated one (src/config/schema.ts and the chart agree)', async (t) => {
@@ -127,6 +128,21 @@ if ('error' in found) {
     t.equal(adminListen([]), '0.0.0.0:15100');
     t.equal(adminListen(['sidecar.adminAddress=::']), '[::]:15100', 'a listen address the sidecar takes');
     refused(t, ['sidecar.adminAddress=10.0.0.1'], /adminAddress/, 'another address');
+  });
+
+  t.test('a regular-container sidecar outlasts the agent by stopAfterAgentSeconds (preStop); a native one needs none', async (t) => {
+    const sidecarLifecycle = (set: string[], kubeVersion: string) => {
+      const objs = parseManifests(helm.template({ set, kubeVersion }).stdout);
+      const spec = podTemplateOf(objs.find((o) => o.kind === 'Deployment')!).spec;
+      return sidecarOf(spec)?.container.lifecycle as { preStop?: { exec: { command: string[] } }; postStart?: unknown } | undefined;
+    };
+    t.same(sidecarLifecycle([], '1.28.0')?.preStop?.exec.command, ['node', '-e', 'setTimeout(()=>{},5000)'], 'regular: 5 s by default');
+    t.ok(sidecarLifecycle([], '1.28.0')?.postStart, 'next to the postStart hold');
+    t.equal(sidecarLifecycle(['sidecar.stopAfterAgentSeconds=0'], '1.28.0')?.preStop, undefined, '0: no preStop');
+    t.equal(sidecarLifecycle(['sidecar.stopAfterAgentSeconds=0', 'sidecar.holdAgentUntilReady=false'], '1.28.0'), undefined, 'no hooks at all');
+    t.equal(sidecarLifecycle([], '1.30.0'), undefined, 'native: stopped after the agent by the kubelet');
+    refused(t, ['sidecar.stopAfterAgentSeconds=25'], /sidecar\.stopAfterAgentSeconds \(25\) plus config\.shutdown\.grace \(10s\) must be shorter than terminationGracePeriodSeconds \(30\)/, 'hold plus drain past the grace period', { kubeVersion: '1.28.0' });
+    t.equal(helm.template({ set: ['sidecar.stopAfterAgentSeconds=25'], kubeVersion: '1.30.0' }).status, 0, 'not counted for a native sidecar');
   });
 
   t.test('an audit log on a claim: the Deployment is replaced, not rolled (the old pod holds the log\'s lock)', async (t) => {

@@ -174,6 +174,9 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- if ge $graceSeconds (float64 $v.terminationGracePeriodSeconds) }}
 {{- fail (printf "config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d): the kubelet kills the pod when that runs out, in the middle of the sidecar's drain" $grace (int $v.terminationGracePeriodSeconds)) }}
 {{- end }}
+{{- if and (not (include "agentwrit-sidecar.nativeSidecar" .)) (ge (addf $graceSeconds (float64 $v.sidecar.stopAfterAgentSeconds)) (float64 $v.terminationGracePeriodSeconds)) }}
+{{- fail (printf "sidecar.stopAfterAgentSeconds (%d) plus config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d)" (int $v.sidecar.stopAfterAgentSeconds) $grace (int $v.terminationGracePeriodSeconds)) }}
+{{- end }}
 {{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
 {{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}

@@ -53,10 +53,24 @@
     periodSeconds: {{ $s.probes.readiness.periodSeconds }}
     failureThreshold: {{ $s.probes.readiness.failureThreshold }}
     timeoutSeconds: {{ $s.probes.readiness.timeoutSeconds }}
-  {{- if and (not $native) $s.holdAgentUntilReady }}
-  # The kubelet starts containers in order and runs each postStart hook to completion first: the
-  # agent (listed after this container) starts only once the proxy is ready and the CA is written.
+  {{- $hold := and (not $native) $s.holdAgentUntilReady }}
+  {{- $linger := and (not $native) (gt (int $s.stopAfterAgentSeconds) 0) }}
+  {{- if or $hold $linger }}
   lifecycle:
+  {{- end }}
+  {{- if $linger }}
+    # A regular container gets SIGTERM together with the agent: this hook holds the sidecar's back
+    # so the agent's last requests during its own shutdown still find the proxy.
+    preStop:
+      exec:
+        command:
+          - node
+          - -e
+          - {{ printf "setTimeout(()=>{},%d)" (mul 1000 (int $s.stopAfterAgentSeconds)) | quote }}
+  {{- end }}
+  {{- if $hold }}
+    # The kubelet starts containers in order and runs each postStart hook to completion first: the
+    # agent (listed after this container) starts only once the proxy is ready and the CA is written.
     postStart:
       exec:
         command:

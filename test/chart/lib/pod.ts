@@ -26,7 +26,7 @@ export interface Container {
   startupProbe?: Probe;
   livenessProbe?: Probe;
   readinessProbe?: Probe;
-  lifecycle?: { postStart?: { exec?: { command: string[] } } };
+  lifecycle?: { postStart?: { exec?: { command: string[] } }; preStop?: { exec?: { command: string[] } } };
   resources?: { requests?: Record<string, unknown>; limits?: Record<string, unknown> };
   securityContext?: {
     runAsNonRoot?: boolean;

@@ -185,6 +185,7 @@ export function buildValuesSchema(): Json {
         name: dnsLabel,
         nativeSidecar: { enum: ['auto', true, false, 'true', 'false'] },
         holdAgentUntilReady: bool(),
+        stopAfterAgentSeconds: int({ minimum: 0 }),
         ports: obj({ proxy: port, admin: port }),
         adminAddress: str({ enum: ['0.0.0.0', '::'] }),
         resources,
