@@ -68,6 +68,8 @@ if ('error' in found) {
     refused(t, ['policies.files.a\\.yaml.version=v2'], /version/, 'policy document version');
     refused(t, ['policies.files.a\\.txt.version=v1'], /a\.txt/, 'policy file name without .yaml');
     refused(t, ['sidecar.nativeSidecar=maybe'], /nativeSidecar/, 'nativeSidecar mode');
+    refused(t, ['monitors.serviceMonitor.interval=90 seconds'], /interval/, 'not a Prometheus duration');
+    t.equal(helm.template({ set: ['monitors.serviceMonitor.interval=1m30s'] }).status, 0, 'a compound Prometheus duration is one');
     refused(t, ['broker.url=agentwrit-broker:8080'], /broker\.url: Does not match pattern/, 'broker URL without http(s)://');
     refused(t, ['broker.jwksUrl=ftp://broker/jwks'], /broker\.jwksUrl: Does not match pattern/, 'JWKS URL of another scheme');
   });

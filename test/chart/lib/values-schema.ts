@@ -34,7 +34,8 @@ const configMapKey = str({ pattern: '^[-._a-zA-Z0-9]+$', maxLength: 253 });
 const port = int({ minimum: 1, maximum: 65535 });
 const quantity = { anyOf: [str({ pattern: '^[0-9.]+[a-zA-Z]*$' }), { type: 'number', minimum: 0 }] };
 const intOrPercent = { anyOf: [int({ minimum: 0 }), str({ pattern: '^[0-9]+%$' })] };
-const promDuration = str({ pattern: '^(|[0-9]+(ms|s|m|h))$' });
+/** A Prometheus duration (units largest first, each at most once: 1m30s), or empty for the operator's default. */
+const promDuration = str({ pattern: '^(|0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$' });
 const labelMap = map(str());
 const resourceList = obj({ cpu: quantity, memory: quantity, 'ephemeral-storage': quantity });
 const resources = obj({ requests: resourceList, limits: resourceList });
