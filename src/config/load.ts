@@ -68,7 +68,7 @@ function validateConfig(raw: unknown, baseDir: string, file: string, env: NodeJS
   const result = SidecarConfigSchema.safeParse(input);
   if (!result.success) {
     // A loop, not push(...): a spread of very many problems overflows the stack.
-    for (const p of zodProblems(result.error.issues, input, file, pos)) problems.push(p);
+    for (const p of zodProblems(result.error.issues, input, file, pos, SidecarConfigSchema)) problems.push(p);
     throw new ConfigError(problems);
   }
   const config = result.data;
@@ -247,7 +247,7 @@ export function parsePolicyText(file: string, text: string): { source?: PolicySo
     return { problems: [{ file, line: 1, col: 1, message: 'empty policy file (expected at least "version: v1")' }] };
   }
   const result = PolicyFileSchema.safeParse(parsed.value);
-  if (!result.success) return { problems: zodProblems(result.error.issues, parsed.value, file, parsed.positions) };
+  if (!result.success) return { problems: zodProblems(result.error.issues, parsed.value, file, parsed.positions, PolicyFileSchema) };
   return { source: { file, text, policy: result.data, positions: parsed.positions }, problems: [] };
 }
 

@@ -62,7 +62,10 @@ export function parseYaml(file: string, text: string): ParsedYaml {
   const found: Array<{ offset: number; message: string }> = doc.errors.map((e) => ({ offset: e.pos[0], message: e.message }));
   const second = docs.next().value;
   if (second) found.push({ offset: second.range[0], message: 'a second YAML document (after "---"): a file holds one' });
-  const keys = indexKeys(doc.contents as Node | null, (offset) => found.push({ offset, message: 'Map keys must be unique' }));
+  const keys = indexKeys(doc.contents as Node | null, (offset, key) => {
+    const name = typeof key === 'string' || typeof key === 'number' || typeof key === 'boolean' ? ` ${JSON.stringify(key)}` : '';
+    found.push({ offset, message: `duplicate key${name}: a key may appear once in a mapping; remove or merge the other one` });
+  });
   const positions = documentPositions(doc.contents as Node | null, keys, at);
   if (found.length > 0) {
     found.sort((a, b) => a.offset - b.offset);
@@ -121,7 +124,7 @@ function tooDeep(tokens: readonly CST.Token[]): number | undefined {
 const keyOf = (p: Pair): unknown => (isScalar(p.key) ? p.key.value : p.key);
 
 /** Every mapping's pairs by key (the first of equal keys); each further equal key is reported. */
-function indexKeys(root: Node | null, duplicate: (offset: number) => void): Map<YAMLMap, Map<unknown, Pair>> {
+function indexKeys(root: Node | null, duplicate: (offset: number, key: unknown) => void): Map<YAMLMap, Map<unknown, Pair>> {
   const index = new Map<YAMLMap, Map<unknown, Pair>>();
   const stack: unknown[] = [root];
   while (stack.length > 0) {
@@ -132,7 +135,7 @@ function indexKeys(root: Node | null, duplicate: (offset: number) => void): Map<
       for (const pair of node.items) {
         const k = keyOf(pair);
         if (!byKey.has(k)) byKey.set(k, pair);
-        else duplicate((pair.key as Node).range?.[0] ?? 0);
+        else duplicate((pair.key as Node).range?.[0] ?? 0, k);
         stack.push(pair.key, pair.value);
       }
     } else if (isSeq(node)) {

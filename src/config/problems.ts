@@ -16,7 +16,7 @@ interface Leaf {
   message?: string;
 }
 
-export function zodProblems(issues: readonly Issue[], input: unknown, file: string, positions: PositionLookup): ConfigProblem[] {
+export function zodProblems(issues: readonly Issue[], input: unknown, file: string, positions: PositionLookup, schema?: z.ZodType): ConfigProblem[] {
   const leaves: Leaf[] = [];
   flatten(issues, [], leaves);
   const out: ConfigProblem[] = [];
@@ -35,8 +35,9 @@ export function zodProblems(issues: readonly Issue[], input: unknown, file: stri
     }
     const issue = leaf.issue!;
     if (issue.code === 'unrecognized_keys') {
+      const known = schema ? knownKeysAt(schema, leaf.path) : [];
       for (const key of issue.keys) {
-        push(positions.key([...leaf.path, key]), `${where}unknown key "${key}"`);
+        push(positions.key([...leaf.path, key]), `${where}unknown key "${key}"${unknownKeyHint(key, known)}`);
       }
     } else if (issue.code === 'invalid_key') {
       // A record key (upstream.connectTo): point at the key, with the key's own message.
@@ -120,4 +121,55 @@ function isMissingKey(input: unknown, path: ConfigPath): boolean {
   }
   if (node === null || typeof node !== 'object' || Array.isArray(node)) return false;
   return !Object.hasOwn(node, path[path.length - 1]);
+}
+
+type SchemaDef = {
+  type: string;
+  shape?: Record<string, z.ZodType>;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  element?: z.ZodType;
+  valueType?: z.ZodType;
+  options?: readonly z.ZodType[];
+};
+
+/** The keys an object schema at `path` knows (every union branch's), for "unknown key" hints. */
+export function knownKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  const keys = new Set<string>();
+  const walk = (node: z.ZodType | undefined, i: number, depth: number): void => {
+    if (!node || depth > 32) return;
+    const def = (node as unknown as { _zod: { def: SchemaDef } })._zod.def;
+    if (def.innerType) walk(def.innerType, i, depth + 1);
+    else if (def.type === 'pipe') walk(def.in, i, depth + 1);
+    else if (def.type === 'union') for (const o of def.options ?? []) walk(o, i, depth + 1);
+    else if (i === path.length) {
+      if (def.type === 'object') for (const k of Object.keys(def.shape ?? {})) keys.add(k);
+    } else if (def.type === 'object') walk(def.shape?.[String(path[i])], i + 1, depth + 1);
+    else if (def.type === 'array') walk(def.element, i + 1, depth + 1);
+    else if (def.type === 'record') walk(def.valueType, i + 1, depth + 1);
+  };
+  walk(schema, 0, 0);
+  return [...keys];
+}
+
+/** Edit distance, for "did you mean" (keys are short: the quadratic table is nothing). */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** What to write instead of an unknown key: the known key it is closest to, or the list of them. */
+export function unknownKeyHint(key: string, known: readonly string[]): string {
+  if (known.length === 0) return '';
+  const lower = key.toLowerCase();
+  const best = known
+    .map((k) => ({ k, d: k.toLowerCase() === lower ? 0 : distance(lower, k.toLowerCase()) }))
+    .sort((a, b) => a.d - b.d)[0];
+  if (best.d <= Math.max(1, Math.floor(key.length / 3))) return ` (did you mean "${best.k}"?)`;
+  return ` (known keys: ${[...known].sort().join(', ')})`;
 }
