@@ -68,6 +68,7 @@ if ('error' in found) {
     refused(t, ['policies.files.a\\.yaml.version=v2'], /version/, 'policy document version');
     refused(t, ['policies.files.a\\.txt.version=v1'], /a\.txt/, 'policy file name without .yaml');
     refused(t, ['sidecar.nativeSidecar=maybe'], /nativeSidecar/, 'nativeSidecar mode');
+    refused(t, ['agent.image.tag='], /agent\.image\.tag/, 'an empty agent image tag (would render "repo:")');
     refused(t, ['monitors.serviceMonitor.interval=90 seconds'], /interval/, 'not a Prometheus duration');
     t.equal(helm.template({ set: ['monitors.serviceMonitor.interval=1m30s'] }).status, 0, 'a compound Prometheus duration is one');
     refused(t, ['broker.url=agentwrit-broker:8080'], /broker\.url: Does not match pattern/, 'broker URL without http(s)://');
@@ -118,6 +119,7 @@ if ('error' in found) {
     refused(t, ['config.shutdown.grace=30'], /must be shorter than terminationGracePeriodSeconds/, 'a drain as long as the pod may take (seconds)');
     t.equal(helm.template({ set: ['config.shutdown.grace=2m', 'terminationGracePeriodSeconds=150'] }).status, 0, 'a longer drain with a longer grace period renders');
     t.equal(helm.template({ set: ['config.shutdown.grace=29500ms'] }).status, 0, 'just under renders');
+    refused(t, ['agent.name=agentwrit-sidecar'], /agent\.name and sidecar\.name are both "agentwrit-sidecar"/, 'one container name twice');
     refused(t, ['auditLog.existingClaim=audit', 'workload.replicas=2'], /auditLog\.existingClaim holds the audit log of one pod/, 'two replicas on one audit claim');
   });
 

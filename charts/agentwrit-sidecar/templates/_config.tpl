@@ -177,6 +177,9 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- if and (not (include "agentwrit-sidecar.nativeSidecar" .)) (ge (addf $graceSeconds (float64 $v.sidecar.stopAfterAgentSeconds)) (float64 $v.terminationGracePeriodSeconds)) }}
 {{- fail (printf "sidecar.stopAfterAgentSeconds (%d) plus config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d)" (int $v.sidecar.stopAfterAgentSeconds) $grace (int $v.terminationGracePeriodSeconds)) }}
 {{- end }}
+{{- if and $v.workload.enabled (eq $v.agent.name $v.sidecar.name) }}
+{{- fail (printf "agent.name and sidecar.name are both %q: the pod's containers need names of their own" $v.agent.name) }}
+{{- end }}
 {{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
 {{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}

@@ -160,7 +160,7 @@ export function buildValuesSchema(): Json {
       }),
       agent: obj({
         name: dnsLabel,
-        image: obj({ repository: str({ minLength: 1 }), tag: str(), pullPolicy: str({ enum: ['Always', 'IfNotPresent', 'Never'] }) }),
+        image: obj({ repository: str({ minLength: 1 }), tag: str({ minLength: 1 }), pullPolicy: str({ enum: ['Always', 'IfNotPresent', 'Never'] }) }),
         command: arr(str()),
         args: arr(str()),
         env: arr(envVar),
