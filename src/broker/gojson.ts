@@ -54,12 +54,17 @@ export const int: FieldDecoder<number> = (v, f) => {
 
 export const bool: FieldDecoder<boolean> = (v, f) => (typeof v === 'boolean' ? v : mismatch(f, 'bool'));
 
+/** Decoders of Go kinds that `null` sets to nil (slices); into any other kind `null` changes nothing. */
+const NILLABLE = new WeakSet<FieldDecoder<unknown>>();
+
 /** A Go slice: `null` elements decode to the element's zero value. */
 export function sliceOf<T>(elem: FieldDecoder<T>, zero: T): FieldDecoder<T[]> {
-  return (v, f) => {
+  const decode: FieldDecoder<T[]> = (v, f) => {
     if (!Array.isArray(v)) return mismatch(f, 'slice');
     return v.map((item) => (item === null ? zero : elem(item, f)));
   };
+  NILLABLE.add(decode);
+  return decode;
 }
 
 export const strings = sliceOf(str, '');
@@ -75,11 +80,17 @@ export function structOf<S extends Spec>(spec: S): FieldDecoder<Decoded<S>> {
 export type Spec = Record<string, FieldDecoder<unknown>>;
 export type Decoded<S extends Spec> = { [K in keyof S]?: S[K] extends FieldDecoder<infer T> ? T : never };
 
+/** A member name as Go's encoding/json compares it with a field name: case folded, `ſ` (U+017F) as `s`, the Kelvin sign as `k`. */
+function foldName(name: string): string {
+  return name.replace(/\u017f/g, 's').toLowerCase();
+}
+
 /**
  * Decodes a parsed value into the fields of `spec` the way Go unmarshals into a struct: unknown
- * members are ignored, member names match a field exactly or else case-insensitively, the last
- * duplicate wins, and `null` leaves a field unset (undefined here). A top-level `null` yields an
- * empty struct; any other non-object is a type error, as are mismatched member types.
+ * members are ignored, member names match a field exactly or else case-insensitively (with Go's
+ * folding), the last duplicate wins, and `null` sets a slice field to nil (undefined here) and
+ * leaves a field of any other kind as it was — unset, or an earlier duplicate's value. A top-level
+ * `null` yields an empty struct; any other non-object is a type error, as are mismatched member types.
  */
 export function decodeStruct<S extends Spec>(value: JsonValue, spec: S): Decoded<S> {
   const out: Record<string, unknown> = {};
@@ -87,10 +98,10 @@ export function decodeStruct<S extends Spec>(value: JsonValue, spec: S): Decoded
   if (!(value instanceof JsonObject)) throw new JsonTypeError('cannot unmarshal non-object into struct');
   const names = Object.keys(spec);
   for (const [key, v] of value.entries) {
-    const field = Object.hasOwn(spec, key) ? key : names.find((n) => n.toLowerCase() === key.toLowerCase());
+    const field = Object.hasOwn(spec, key) ? key : names.find((n) => foldName(n) === foldName(key));
     if (field === undefined) continue;
     if (v === null) {
-      delete out[field];
+      if (NILLABLE.has(spec[field] as FieldDecoder<unknown>)) delete out[field];
       continue;
     }
     out[field] = spec[field]!(v, field);

@@ -21,6 +21,9 @@ t.test('Go-style JSON decoding', async (t) => {
   t.same(dec('{"secret":"a"} {not json'), { secret: 'a' }, 'trailing data ignored');
   t.same(dec('null'), {}, 'null decodes to an empty struct');
   t.same(dec('{"secret":null,"ttl":null,"scope":null}'), {}, 'null leaves fields unset');
+  t.same(dec('{"secret":"a","secret":null,"ttl":5,"ttl":null}'), { secret: 'a', ttl: 5 }, 'null into a string or int changes nothing, an earlier value stays');
+  t.same(dec('{"scope":["a"],"scope":null}'), {}, 'null into a slice sets it to nil');
+  t.same(dec('{"\u017fecret":"a"}'), { secret: 'a' }, 'Go folds ſ to s when matching names');
   t.same(dec('{"scope":["a",null]}'), { scope: ['a', ''] }, 'null slice elements are zero values');
   t.same(dec('{"ttl":-12,"single_use":false}'), { ttl: -12, single_use: false });
   for (const bad of ['{"ttl":1.5}', '{"ttl":1e2}', '{"ttl":"5"}', '{"ttl":9223372036854775808}', '{"secret":5}', '{"scope":"a"}', '{"scope":[1]}', '{"single_use":"true"}', '[]', '"x"']) {
