@@ -119,6 +119,9 @@ if ('error' in found) {
     refused(t, ['config.shutdown.grace=30'], /must be shorter than terminationGracePeriodSeconds/, 'a drain as long as the pod may take (seconds)');
     t.equal(helm.template({ set: ['config.shutdown.grace=2m', 'terminationGracePeriodSeconds=150'] }).status, 0, 'a longer drain with a longer grace period renders');
     t.equal(helm.template({ set: ['config.shutdown.grace=29500ms'] }).status, 0, 'just under renders');
+    refused(t, ['extraVolumes[0].name=agentwrit-tmp', 'extraVolumes[0].emptyDir.medium=Memory'], /extraVolumes: the name "agentwrit-tmp" is the chart's own/, 'a volume name the chart uses');
+    refused(t, ['broker.publicKey.secretName=k', 'broker.publicKey.key=..'], /broker\.publicKey\.key/, 'a key Kubernetes refuses as an item path');
+    t.equal(helm.template({ set: ['broker.publicKey.secretName=k', 'broker.publicKey.key=.broker.pem'] }).status, 0, 'a dot file key renders');
     refused(t, ['agent.name=agentwrit-sidecar'], /agent\.name and sidecar\.name are both "agentwrit-sidecar"/, 'one container name twice');
     refused(t, ['auditLog.existingClaim=audit', 'workload.replicas=2'], /auditLog\.existingClaim holds the audit log of one pod/, 'two replicas on one audit claim');
   });

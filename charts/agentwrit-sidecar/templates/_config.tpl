@@ -177,6 +177,11 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- if and (not (include "agentwrit-sidecar.nativeSidecar" .)) (ge (addf $graceSeconds (float64 $v.sidecar.stopAfterAgentSeconds)) (float64 $v.terminationGracePeriodSeconds)) }}
 {{- fail (printf "sidecar.stopAfterAgentSeconds (%d) plus config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d)" (int $v.sidecar.stopAfterAgentSeconds) $grace (int $v.terminationGracePeriodSeconds)) }}
 {{- end }}
+{{- range $v.extraVolumes }}
+{{- if or (hasPrefix "agentwrit-" .name) (eq .name "agent-tmp") }}
+{{- fail (printf "extraVolumes: the name %q is the chart's own (agentwrit-*, agent-tmp); choose another" .name) }}
+{{- end }}
+{{- end }}
 {{- if and $v.workload.enabled (eq $v.agent.name $v.sidecar.name) }}
 {{- fail (printf "agent.name and sidecar.name are both %q: the pod's containers need names of their own" $v.agent.name) }}
 {{- end }}

@@ -30,7 +30,8 @@ function obj(properties: Record<string, Json>, required: string[] = []): Json {
 const dnsLabel = str({ pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', maxLength: 63 });
 const resourceName = str({ pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$', maxLength: 253 });
 const envName = str({ pattern: '^[-._a-zA-Z][-._a-zA-Z0-9]*$' });
-const configMapKey = str({ pattern: '^[-._a-zA-Z0-9]+$', maxLength: 253 });
+/** A ConfigMap or Secret key, also used as a volume item path: not `.` or `..`, nor starting with `..`. */
+const configMapKey = str({ pattern: '^\\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$', maxLength: 253 });
 const port = int({ minimum: 1, maximum: 65535 });
 const quantity = { anyOf: [str({ pattern: '^[0-9.]+[a-zA-Z]*$' }), { type: 'number', minimum: 0 }] };
 const intOrPercent = { anyOf: [int({ minimum: 0 }), str({ pattern: '^[0-9]+%$' })] };
