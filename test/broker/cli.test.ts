@@ -127,6 +127,31 @@ t.test("the broker's AA_* settings are read; a flag wins over its variable", asy
   stop();
   t.equal(await exit, 0);
 
+  // Flags and variables together: the flag wins.
+  let stop2!: () => void;
+  const stopped2 = new Promise<void>((r) => {
+    stop2 = r;
+  });
+  let ready2!: (b: RunningBroker) => void;
+  const ready2P = new Promise<RunningBroker>((r) => {
+    ready2 = r;
+  });
+  const both = { ...env, AA_ADMIN_TOKEN_TTL: '42', AA_PORT: '1' };
+  const exit2 = runBrokerCommand(['--log-level', 'silent', '--listen', '127.0.0.1:0', '--admin-token-ttl', '77', '--issuer', 'https://flag.example'], {
+    stdout: capture().stream,
+    stderr: capture().stream,
+    env: both,
+    stop: stopped2,
+    onReady: ready2,
+  });
+  const b2 = await ready2P;
+  t.not(b2.port, 1, '--listen over AA_PORT');
+  const auth2 = await http(b2.url, 'POST', '/v1/admin/auth', { json: { secret: 'env-secret-0123' } });
+  t.equal(auth2.json.expires_in, 77, '--admin-token-ttl over AA_ADMIN_TOKEN_TTL');
+  t.equal(payload(auth2.json.access_token).iss, 'https://flag.example', '--issuer over AA_ISSUER');
+  stop2();
+  t.equal(await exit2, 0);
+
   const bad = capture();
   t.equal(await runBrokerCommand(['--max-ttl', 'long'], { stderr: bad.stream, env }), 2, 'a flag that is not a number');
   t.match(bad.text(), /--max-ttl "long" is not a whole number of seconds/);

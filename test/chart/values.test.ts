@@ -119,6 +119,7 @@ if ('error' in found) {
     refused(t, ['config.shutdown.grace=30'], /must be shorter than terminationGracePeriodSeconds/, 'a drain as long as the pod may take (seconds)');
     t.equal(helm.template({ set: ['config.shutdown.grace=2m', 'terminationGracePeriodSeconds=150'] }).status, 0, 'a longer drain with a longer grace period renders');
     t.equal(helm.template({ set: ['config.shutdown.grace=29500ms'] }).status, 0, 'just under renders');
+    t.equal(helm.template({ set: ['config.shutdown.grace=2m', 'workload.enabled=false'] }).status, 0, "not checked against this chart's grace period when a parent chart owns the pod");
     refused(t, ['extraVolumes[0].name=agentwrit-tmp', 'extraVolumes[0].emptyDir.medium=Memory'], /extraVolumes: the name "agentwrit-tmp" is the chart's own/, 'a volume name the chart uses');
     refused(t, ['broker.publicKey.secretName=k', 'broker.publicKey.key=..'], /broker\.publicKey\.key/, 'a key Kubernetes refuses as an item path');
     t.equal(helm.template({ set: ['broker.publicKey.secretName=k', 'broker.publicKey.key=.broker.pem'] }).status, 0, 'a dot file key renders');
@@ -156,5 +157,7 @@ if ('error' in found) {
     const deployment = (set: string[]) => parseManifests(helm.template({ set }).stdout).find((o) => o.kind === 'Deployment') as { spec: { strategy?: { type: string } } } | undefined;
     t.same(deployment(['auditLog.existingClaim=audit'])?.spec.strategy, { type: 'Recreate' }, 'Recreate with a claim');
     t.equal(deployment([])?.spec.strategy, undefined, 'the default rolling update with an emptyDir');
+    t.equal(deployment(['auditLog.existingClaim=audit', 'auditLog.stdout=true'])?.spec.strategy, undefined, 'nor when the log goes to stdout (the claim is not mounted)');
+    t.equal(helm.template({ set: ['auditLog.existingClaim=audit', 'auditLog.stdout=true', 'workload.replicas=2'] }).status, 0, 'and then replicas are free');
   });
 }

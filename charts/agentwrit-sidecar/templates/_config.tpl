@@ -160,9 +160,11 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- end }}
 {{- $_ := set $seen .mountAs true }}
 {{- end }}
-{{- if and $v.auditLog.existingClaim $v.workload.enabled (eq $v.workload.kind "Deployment") (gt (int $v.workload.replicas) 1) }}
+{{- if and $v.auditLog.existingClaim (not $v.auditLog.stdout) $v.workload.enabled (eq $v.workload.kind "Deployment") (gt (int $v.workload.replicas) 1) }}
 {{- fail "auditLog.existingClaim holds the audit log of one pod (its lock lets one writer in): workload.replicas must be 1" }}
 {{- end }}
+{{- /* The chart's own pod only: a parent chart's pod has its own grace period, which this cannot see. */ -}}
+{{- if $v.workload.enabled }}
 {{- $grace := toString (dig "shutdown" "grace" "10s" (default dict $v.config)) }}
 {{- $graceSeconds := 0.0 }}
 {{- if regexMatch "^[0-9.]+$" $grace }}{{- $graceSeconds = float64 $grace }}
@@ -176,6 +178,7 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- end }}
 {{- if and (not (include "agentwrit-sidecar.nativeSidecar" .)) (ge (addf $graceSeconds (float64 $v.sidecar.stopAfterAgentSeconds)) (float64 $v.terminationGracePeriodSeconds)) }}
 {{- fail (printf "sidecar.stopAfterAgentSeconds (%d) plus config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d)" (int $v.sidecar.stopAfterAgentSeconds) $grace (int $v.terminationGracePeriodSeconds)) }}
+{{- end }}
 {{- end }}
 {{- range $v.extraVolumes }}
 {{- if or (hasPrefix "agentwrit-" .name) (eq .name "agent-tmp") }}
