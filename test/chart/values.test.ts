@@ -71,6 +71,9 @@ if ('error' in found) {
     refused(t, ['agent.image.tag='], /agent\.image\.tag/, 'an empty agent image tag (would render "repo:")');
     refused(t, ['monitors.serviceMonitor.interval=90 seconds'], /interval/, 'not a Prometheus duration');
     t.equal(helm.template({ set: ['monitors.serviceMonitor.interval=1m30s'] }).status, 0, 'a compound Prometheus duration is one');
+    refused(t, ['monitors.podMonitor.interval=10s', 'monitors.podMonitor.scrapeTimeout=1m'], /monitors\.podMonitor: scrapeTimeout \(1m\) is longer than interval \(10s\)/, 'a scrape timeout longer than its interval');
+    t.equal(helm.template({ set: ['monitors.serviceMonitor.interval=1m30s', 'monitors.serviceMonitor.scrapeTimeout=1m29s900ms'] }).status, 0, 'a timeout just under a compound interval');
+    refused(t, ['monitors.serviceMonitor.interval=1m30s', 'monitors.serviceMonitor.scrapeTimeout=1m30s1ms'], /scrapeTimeout \(1m30s1ms\) is longer than interval \(1m30s\)/, 'and just over it');
     refused(t, ['broker.url=agentwrit-broker:8080'], /broker\.url: Does not match pattern/, 'broker URL without http(s)://');
     refused(t, ['broker.jwksUrl=ftp://broker/jwks'], /broker\.jwksUrl: Does not match pattern/, 'JWKS URL of another scheme');
   });

@@ -180,6 +180,11 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- fail (printf "sidecar.stopAfterAgentSeconds (%d) plus config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d)" (int $v.sidecar.stopAfterAgentSeconds) $grace (int $v.terminationGracePeriodSeconds)) }}
 {{- end }}
 {{- end }}
+{{- range $name, $m := dict "serviceMonitor" $v.monitors.serviceMonitor "podMonitor" $v.monitors.podMonitor }}
+{{- if and $m.interval $m.scrapeTimeout (gt (float64 (include "agentwrit-sidecar.promSeconds" $m.scrapeTimeout)) (float64 (include "agentwrit-sidecar.promSeconds" $m.interval))) }}
+{{- fail (printf "monitors.%s: scrapeTimeout (%s) is longer than interval (%s), which Prometheus refuses" $name $m.scrapeTimeout $m.interval) }}
+{{- end }}
+{{- end }}
 {{- range $v.extraVolumes }}
 {{- if or (hasPrefix "agentwrit-" .name) (eq .name "agent-tmp") }}
 {{- fail (printf "extraVolumes: the name %q is the chart's own (agentwrit-*, agent-tmp); choose another" .name) }}
@@ -191,4 +196,14 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- if and (hasKey $v.pdb "minAvailable") (hasKey $v.pdb "maxUnavailable") }}
 {{- fail "pdb: set minAvailable or maxUnavailable, not both (set the other to null)" }}
 {{- end }}
+{{- end }}
+
+{{- /* Seconds in a Prometheus duration (1m30s, 500ms, 2h): the sum of its parts. */ -}}
+{{- define "agentwrit-sidecar.promSeconds" -}}
+{{- $factors := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 "y" 31536000.0 }}
+{{- $total := 0.0 }}
+{{- range (regexFindAll "[0-9]+(ms|y|w|d|h|m|s)" (toString .) -1) }}
+{{- $total = addf $total (mulf (float64 (regexFind "^[0-9]+" .)) (get $factors (regexReplaceAll "^[0-9]+" . ""))) }}
+{{- end }}
+{{- $total }}
 {{- end }}
