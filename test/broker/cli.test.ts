@@ -2,13 +2,11 @@
  * `agentwrit-sidecar broker`: help text, argument errors, a run in-process, and a real process
  * stopped by SIGTERM.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import t from 'tap';
-import type { RunningBroker } from '../../src/broker/index.js';
 import { runBrokerCommand } from '../../src/cli/broker.js';
 import { registerAgent } from '../../src/broker/client.js';
-import { capture, http, payload } from './fixture.js';
+import { capture, http, payload, runBrokerInProcess, spawnBrokerProcess } from './fixture.js';
 
 t.test('--help says what it is for', async (t) => {
   const out = capture();
@@ -34,67 +32,31 @@ t.test('argument errors', async (t) => {
 t.test('runs in-process until stopped', async (t) => {
   const dir = t.testdir();
   const out = capture();
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => {
-    stop = r;
-  });
-  let ready!: (b: RunningBroker) => void;
-  const readyP = new Promise<RunningBroker>((r) => {
-    ready = r;
-  });
-  const exit = runBrokerCommand(
+  const { broker: b, stop } = await runBrokerInProcess(
     ['--listen', '127.0.0.1:0', '--signing-key', `${dir}/k.pem`, '--public-key-out', `${dir}/pub.pem`, '--state', `${dir}/s.json`, '--log-level', 'silent'],
-    { stdout: out.stream, env: { AGENTWRIT_ADMIN_SECRET: 'from-env-secret' }, stop: stopped, onReady: ready },
+    { stdout: out.stream, env: { AGENTWRIT_ADMIN_SECRET: 'from-env-secret' } },
   );
-  const b = await readyP;
   t.match(out.text(), /DEVELOPMENT\/TEST BROKER - NOT FOR PRODUCTION USE/);
   t.match(out.text(), b.url);
   t.match(out.text(), b.kid);
   t.equal(readFileSync(`${dir}/pub.pem`, 'utf8'), b.publicKeyPem);
   t.equal((await http(b.url, 'POST', '/v1/admin/auth', { json: { secret: 'from-env-secret' } })).status, 200, 'secret from the environment');
-  stop();
-  t.equal(await exit, 0);
+  t.equal(await stop(), 0);
   t.match(out.text(), /stopped\n$/);
   t.ok(existsSync(`${dir}/s.json`), 'state written before exit');
 });
 
 t.test('a real process exits 0 on SIGTERM', async (t) => {
-  const loader = process.execArgv.filter((a) => a.includes('typescript'));
-  const child = spawn(process.execPath, [...loader, 'src/cli/main.ts', 'broker', '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
-    env: { ...process.env, AA_ADMIN_SECRET: 'signal-test-secret' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /API on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`exited early with ${code}`)));
-  });
-  t.equal((await http(url, 'GET', '/v1/health')).status, 200);
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  child.kill('SIGTERM');
-  t.equal(await exited, 0);
-  t.match(out, /stopped/);
+  const b = await spawnBrokerProcess(t, ['--log-level', 'warn'], 'signal-test-secret');
+  t.equal((await http(b.url, 'GET', '/v1/health')).status, 200);
+  t.equal(await b.signal('SIGTERM'), 0);
+  t.match(b.output(), /stopped/);
 });
 
 t.test("the broker's AA_* settings are read; a flag wins over its variable", async (t) => {
   const dir = t.testdir();
   const out = capture();
   const err = capture();
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => {
-    stop = r;
-  });
-  let ready!: (b: RunningBroker) => void;
-  const readyP = new Promise<RunningBroker>((r) => {
-    ready = r;
-  });
   const env = {
     AA_ADMIN_SECRET: 'env-secret-0123',
     AA_BIND_ADDRESS: '127.0.0.1',
@@ -106,8 +68,7 @@ t.test("the broker's AA_* settings are read; a flag wins over its variable", asy
     AA_APP_TOKEN_TTL: 'soon',
     AA_SIGNING_KEY_PATH: `${dir}/signing.key`,
   };
-  const exit = runBrokerCommand(['--log-level', 'silent', '--max-ttl', '600'], { stdout: out.stream, stderr: err.stream, env, stop: stopped, onReady: ready });
-  const b = await readyP;
+  const { broker: b, stop } = await runBrokerInProcess(['--log-level', 'silent', '--max-ttl', '600'], { stdout: out.stream, stderr: err.stream, env });
   t.match(b.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'AA_BIND_ADDRESS and AA_PORT');
   t.ok(existsSync(`${dir}/signing.key`), 'AA_SIGNING_KEY_PATH');
   t.match(err.text(), /AA_APP_TOKEN_TTL="soon" is not a whole number of seconds: the default is used/);
@@ -124,33 +85,20 @@ t.test("the broker's AA_* settings are read; a flag wins over its variable", asy
   const agent = await registerAgent(b.url, { launchToken: lt.json.launch_token, orchId: 'o', taskId: 't', requestedScope: ['read:data:x'] });
   t.match(agent.agentId, /^spiffe:\/\/env\.example\//, 'AA_TRUST_DOMAIN');
   t.equal(agent.expiresIn, 600, '--max-ttl clamps the launch token max_ttl of 7200');
-  stop();
-  t.equal(await exit, 0);
+  t.equal(await stop(), 0);
 
   // Flags and variables together: the flag wins.
-  let stop2!: () => void;
-  const stopped2 = new Promise<void>((r) => {
-    stop2 = r;
-  });
-  let ready2!: (b: RunningBroker) => void;
-  const ready2P = new Promise<RunningBroker>((r) => {
-    ready2 = r;
-  });
   const both = { ...env, AA_ADMIN_TOKEN_TTL: '42', AA_PORT: '1' };
-  const exit2 = runBrokerCommand(['--log-level', 'silent', '--listen', '127.0.0.1:0', '--admin-token-ttl', '77', '--issuer', 'https://flag.example'], {
+  const { broker: b2, stop: stop2 } = await runBrokerInProcess(['--log-level', 'silent', '--listen', '127.0.0.1:0', '--admin-token-ttl', '77', '--issuer', 'https://flag.example'], {
     stdout: capture().stream,
     stderr: capture().stream,
     env: both,
-    stop: stopped2,
-    onReady: ready2,
   });
-  const b2 = await ready2P;
   t.not(b2.port, 1, '--listen over AA_PORT');
   const auth2 = await http(b2.url, 'POST', '/v1/admin/auth', { json: { secret: 'env-secret-0123' } });
   t.equal(auth2.json.expires_in, 77, '--admin-token-ttl over AA_ADMIN_TOKEN_TTL');
   t.equal(payload(auth2.json.access_token).iss, 'https://flag.example', '--issuer over AA_ISSUER');
-  stop2();
-  t.equal(await exit2, 0);
+  t.equal(await stop2(), 0);
 
   const bad = capture();
   t.equal(await runBrokerCommand(['--max-ttl', 'long'], { stderr: bad.stream, env }), 2, 'a flag that is not a number');

@@ -1,7 +1,6 @@
 /**
  * Signing key file and --state: what survives a restart, and that the audit chain continues.
  */
-import { spawn } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import t from 'tap';
@@ -19,7 +18,7 @@ import {
   verifyAuditChain,
 } from '../../src/broker/client.js';
 import { startBroker } from '../../src/broker/index.js';
-import { ADMIN_SECRET, http, isValid } from './fixture.js';
+import { ADMIN_SECRET, http, isValid, spawnBrokerProcess } from './fixture.js';
 
 t.test('signing key file: created 0600, reused, public key exported', async (t) => {
   const dir = t.testdir();
@@ -109,52 +108,24 @@ t.test('--state: apps, agents, revocations and the audit chain survive a restart
   await b2.close();
 });
 
-/** The broker CLI in a process of its own, so that it can be killed outright. */
-async function brokerProcess(t: { teardown(fn: () => unknown): void }, args: string[]): Promise<{ url: string; kill: () => Promise<void> }> {
-  const loader = process.execArgv.filter((a) => a.includes('typescript'));
-  const child = spawn(process.execPath, [...loader, 'src/cli/main.ts', 'broker', '--listen', '127.0.0.1:0', '--log-level', 'warn', ...args], {
-    env: { ...process.env, AA_ADMIN_SECRET: ADMIN_SECRET },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-      const m = /API on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`broker exited early with ${code}`)));
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    url,
-    kill: () => {
-      child.kill('SIGKILL');
-      return exited;
-    },
-  };
-}
-
 t.test('--state: a revocation, release or renewal answered is on disk, even if the broker is killed right after', async (t) => {
   const dir = t.testdir();
   const args = ['--signing-key', `${dir}/signing.key`, '--state', `${dir}/broker.json`];
-  let b = await brokerProcess(t, args);
+  const start = () => spawnBrokerProcess(t, ['--log-level', 'warn', ...args]);
+  let b = await start();
   const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
   const lt = await createLaunchToken(b.url, admin, { agentName: 'a', allowedScope: ['read:data:*'], singleUse: false, maxTtl: 600 });
   const agent = () => registerAgent(b.url, { launchToken: lt.launchToken, orchId: 'o', taskId: 't', requestedScope: ['read:data:*'] });
   const [revoked, released, renewed, kept] = [await agent(), await agent(), await agent(), await agent()];
-  await b.kill();
-  b = await brokerProcess(t, args);
+  await b.signal('SIGKILL');
+  b = await start();
   /** Runs `change` on a fresh broker, kills it the moment the answer is in, and starts another. */
   const killedAfter = async <T>(change: (url: string) => Promise<T>): Promise<T> => {
-    await b.kill();
-    b = await brokerProcess(t, args);
+    await b.signal('SIGKILL');
+    b = await start();
     const result = await change(b.url);
-    await b.kill();
-    b = await brokerProcess(t, args);
+    await b.signal('SIGKILL');
+    b = await start();
     return result;
   };
   t.ok(await isValid(b.url, kept.accessToken), 'registrations answered are on disk too');
@@ -166,5 +137,5 @@ t.test('--state: a revocation, release or renewal answered is on disk, even if t
   t.notOk(await isValid(b.url, renewed.accessToken), 'the renewed token stays superseded');
   t.ok(await isValid(b.url, successor.accessToken), 'its successor verifies');
   t.ok(await isValid(b.url, kept.accessToken), 'an untouched token still verifies');
-  await b.kill();
+  await b.signal('SIGKILL');
 });
