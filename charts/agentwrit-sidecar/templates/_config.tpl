@@ -166,13 +166,7 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- /* The chart's own pod only: a parent chart's pod has its own grace period, which this cannot see. */ -}}
 {{- if $v.workload.enabled }}
 {{- $grace := toString (dig "shutdown" "grace" "10s" (default dict $v.config)) }}
-{{- $graceSeconds := 0.0 }}
-{{- if regexMatch "^[0-9.]+$" $grace }}{{- $graceSeconds = float64 $grace }}
-{{- else if hasSuffix "ms" $grace }}{{- $graceSeconds = divf (float64 (trimSuffix "ms" $grace)) 1000 }}
-{{- else if hasSuffix "s" $grace }}{{- $graceSeconds = float64 (trimSuffix "s" $grace) }}
-{{- else if hasSuffix "m" $grace }}{{- $graceSeconds = mulf (float64 (trimSuffix "m" $grace)) 60 }}
-{{- else if hasSuffix "h" $grace }}{{- $graceSeconds = mulf (float64 (trimSuffix "h" $grace)) 3600 }}
-{{- end }}
+{{- $graceSeconds := float64 (include "agentwrit-sidecar.durationSeconds" $grace) }}
 {{- if ge $graceSeconds (float64 $v.terminationGracePeriodSeconds) }}
 {{- fail (printf "config.shutdown.grace (%s) must be shorter than terminationGracePeriodSeconds (%d): the kubelet kills the pod when that runs out, in the middle of the sidecar's drain" $grace (int $v.terminationGracePeriodSeconds)) }}
 {{- end }}
@@ -181,7 +175,7 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- end }}
 {{- end }}
 {{- range $name, $m := dict "serviceMonitor" $v.monitors.serviceMonitor "podMonitor" $v.monitors.podMonitor }}
-{{- if and $m.interval $m.scrapeTimeout (gt (float64 (include "agentwrit-sidecar.promSeconds" $m.scrapeTimeout)) (float64 (include "agentwrit-sidecar.promSeconds" $m.interval))) }}
+{{- if and $m.interval $m.scrapeTimeout (gt (float64 (include "agentwrit-sidecar.durationSeconds" $m.scrapeTimeout)) (float64 (include "agentwrit-sidecar.durationSeconds" $m.interval))) }}
 {{- fail (printf "monitors.%s: scrapeTimeout (%s) is longer than interval (%s), which Prometheus refuses" $name $m.scrapeTimeout $m.interval) }}
 {{- end }}
 {{- end }}
@@ -198,12 +192,20 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- end }}
 {{- end }}
 
-{{- /* Seconds in a Prometheus duration (1m30s, 500ms, 2h): the sum of its parts. */ -}}
-{{- define "agentwrit-sidecar.promSeconds" -}}
+{{- /*
+Seconds in a duration: a bare number is seconds (the sidecar's durations may be written so);
+otherwise the sum of its parts, each a number and a unit (10s, 1.5m, and Prometheus' 1m30s).
+*/ -}}
+{{- define "agentwrit-sidecar.durationSeconds" -}}
+{{- $text := toString . }}
+{{- if regexMatch "^[0-9.]+$" $text }}
+{{- float64 $text }}
+{{- else }}
 {{- $factors := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 "y" 31536000.0 }}
 {{- $total := 0.0 }}
-{{- range (regexFindAll "[0-9]+(ms|y|w|d|h|m|s)" (toString .) -1) }}
-{{- $total = addf $total (mulf (float64 (regexFind "^[0-9]+" .)) (get $factors (regexReplaceAll "^[0-9]+" . ""))) }}
+{{- range (regexFindAll "[0-9]+(\\.[0-9]+)?(ms|y|w|d|h|m|s)" $text -1) }}
+{{- $total = addf $total (mulf (float64 (regexFind "^[0-9.]+" .)) (get $factors (regexReplaceAll "^[0-9.]+" . ""))) }}
 {{- end }}
 {{- $total }}
+{{- end }}
 {{- end }}
