@@ -8,6 +8,7 @@
  * Whatever was found, every one of these headers (and Cookie) is removed before forwarding.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { decodePaddedBase64 } from '../base64.js';
 
 /** A compact JWS has exactly three base64url segments; anything else is not worth verifying. */
 const JWS_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -19,18 +20,12 @@ function bearer(value: string | undefined): string | undefined {
   return value.slice(7).trim();
 }
 
-/**
- * RFC 7617 credentials: padded base64 of RFC 4648 §4, nothing else. Node's decoder skips characters
- * outside the alphabet, so without this check `Basic *<b64>!` or one with spaces inside read as
- * the same token.
- */
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
 function basicPassword(value: string | undefined): string | undefined {
   if (value?.slice(0, 6).toLowerCase() !== 'basic ') return undefined;
-  const encoded = value.slice(6).trim();
-  if (!BASE64.test(encoded)) return undefined;
-  const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+  // RFC 7617 credentials are padded standard base64: `Basic *<b64>!` is not the same token.
+  const bytes = decodePaddedBase64(value.slice(6).trim());
+  if (bytes === undefined) return undefined;
+  const decoded = bytes.toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return decoded || undefined;
   const password = decoded.slice(colon + 1);

@@ -5,6 +5,7 @@
  * has verified.
  */
 import { createPublicKey, type KeyObject, randomBytes, verify } from 'node:crypto';
+import { decodePaddedBase64 } from '../../base64.js';
 import { scopeIsSubset } from '../../auth/scope.js';
 import { type BrokerContext, fmtList } from '../context.js';
 import { type Decoded, str, strings } from '../gojson.js';
@@ -18,9 +19,7 @@ const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 /** Go's base64.StdEncoding: padding required, no other alphabet; CR and LF are skipped. */
 export function decodeStdBase64(s: string): Buffer | undefined {
-  const t = s.replace(/[\r\n]/g, '');
-  if (t.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(t)) return undefined;
-  return Buffer.from(t, 'base64');
+  return decodePaddedBase64(s.replace(/[\r\n]/g, ''));
 }
 
 /** The bytes an agent signs: the hex-decoded nonce, or its UTF-8 text if it is not valid hex. */
