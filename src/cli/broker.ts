@@ -16,7 +16,7 @@ AgentWrit broker) so the sidecar can be developed, tested, demonstrated and run 
 outside services. It has no high availability and keeps state in one local file at most.
 For anything real, run an AgentWrit broker and point the sidecar at it.
 
-Options (the broker's AA_* variable in brackets; a flag wins over it):
+Options (the broker's AA_* variable in parentheses; a flag wins over it):
   --listen HOST:PORT        listen address (default ${DEFAULT_LISTEN}; AA_BIND_ADDRESS and AA_PORT)
   --signing-key FILE        Ed25519 PKCS#8 PEM signing key; created with mode 0600 if missing
                             (default: a new in-memory key, so tokens die with the process;
@@ -24,8 +24,8 @@ Options (the broker's AA_* variable in brackets; a flag wins over it):
   --public-key-out FILE     write the public key (SPKI PEM) here for sidecars (broker.publicKeyFile)
   --admin-secret SECRET     admin secret; prefer the environment variable AA_ADMIN_SECRET or
                             AGENTWRIT_ADMIN_SECRET, command lines are visible to other users
-  --state FILE              keep apps, agents, revocations and the audit log across restarts
-                            (default: memory only)
+  --state FILE              keep apps, agents, revocations and the audit log across restarts;
+                            a change is answered once written (default: memory only)
   --issuer ISS              "iss" of issued tokens, enforced on verification (AA_ISSUER)
   --audience AUD            "aud" of issued tokens, enforced on Bearer endpoints (AA_AUDIENCE)
   --trust-domain DOMAIN     SPIFFE trust domain of agent ids (default agentwrit.local; AA_TRUST_DOMAIN)
