@@ -85,6 +85,20 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   let generation: Generation | undefined;
   // First: a CA that cannot be loaded is a configuration error, found before anything is opened.
   const tls = await startTlsRuntime(config.tls, { metrics, logger });
+  // So is an upstream.caFile that cannot be read or holds no usable certificate.
+  const forwarder = new Forwarder({
+    connectTo: config.upstream.connectTo,
+    caFile: config.upstream.caFile,
+    connectTimeoutMs: durationMs(config.upstream.connectTimeout),
+    headersTimeoutMs: durationMs(config.upstream.headersTimeout),
+    bodyTimeoutMs: durationMs(config.upstream.bodyTimeout),
+    connectionsPerOrigin: config.upstream.connectionsPerOrigin,
+    onTrustReport: (r) => {
+      metrics.upstreamCaReloads.inc({ result: r.result });
+      if (r.result === 'success') logger.info({ file: r.file }, 'upstream CA file changed; new upstream connections verify against it');
+      else logger.error({ file: r.file, reason: r.reason }, 'upstream CA file cannot be used; keeping the trust in service');
+    },
+  });
 
   const audit = await openAuditSink({
     path: config.audit.path,
@@ -123,14 +137,6 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   }).catch(async (err) => {
     await audit.close().catch(() => {});
     throw err;
-  });
-  const forwarder = new Forwarder({
-    connectTo: config.upstream.connectTo,
-    caFile: config.upstream.caFile,
-    connectTimeoutMs: durationMs(config.upstream.connectTimeout),
-    headersTimeoutMs: durationMs(config.upstream.headersTimeout),
-    bodyTimeoutMs: durationMs(config.upstream.bodyTimeout),
-    connectionsPerOrigin: config.upstream.connectionsPerOrigin,
   });
   const rt: Runtime = { config, generation: () => generation, verifier, forwarder, audit, metrics, logger, draining: false };
 

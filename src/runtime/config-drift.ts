@@ -1,7 +1,7 @@
 /**
- * What a reload cannot apply. Policies, file secrets, the broker key and the broker TLS files are
- * followed while running; the sidecar configuration file itself (listeners, broker, audit, upstream,
- * the policy paths…) is read at start only. When a reload is asked for, the file is read again and
+ * What a reload cannot apply. Policies, file secrets, the broker key, the broker TLS files and the
+ * upstream CA files are followed while running; the sidecar configuration file itself (listeners,
+ * broker, audit, upstream, the policy paths…) is read at start only. When a reload is asked for, the file is read again and
  * compared with the configuration in service, so an operator who edited it and sent SIGHUP is told
  * which sections wait for a restart (or that the file would not load now) instead of believing the
  * change applied.

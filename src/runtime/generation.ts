@@ -8,12 +8,13 @@ import { ConnectorRegistry } from '../connectors/registry.js';
 import { ConfigError, type ConfigProblem, errorReason } from '../errors.js';
 import { compilePolicy } from '../policy/compile.js';
 import type { CompiledRoute } from '../policy/types.js';
+import { caBundleProblem } from '../upstream/trust.js';
 import type { Generation } from './types.js';
 
 /**
- * A route's caFile is read by the forwarder when the route first needs it; one that is missing or
- * holds no certificate is found here, where the generation can still be refused with the route's
- * position, rather than as a 500 on every request.
+ * A route's caFile is read by the forwarder when the route first needs it (and followed from then
+ * on, upstream/trust.ts); one that is missing or holds no usable certificate is found here, where the
+ * generation can still be refused with the route's position, rather than as a failure on every request.
  */
 async function checkRouteCaFiles(routes: readonly CompiledRoute[]): Promise<void> {
   const problems: ConfigProblem[] = [];
@@ -27,7 +28,8 @@ async function checkRouteCaFiles(routes: readonly CompiledRoute[]): Promise<void
       problems.push({ ...r.source, message: `route ${r.id}: caFile ${file} cannot be read: ${errorReason(e)}` });
       continue;
     }
-    if (!text.includes('-----BEGIN CERTIFICATE-----')) problems.push({ ...r.source, message: `route ${r.id}: caFile ${file} holds no PEM certificate` });
+    const problem = caBundleProblem(text);
+    if (problem) problems.push({ ...r.source, message: `route ${r.id}: caFile ${file} ${problem}` });
   }
   if (problems.length > 0) throw new ConfigError(problems);
 }

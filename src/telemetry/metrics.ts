@@ -65,6 +65,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly upstreamCaReloads = new Counter({
+    name: 'agentwrit_sidecar_upstream_ca_reloads_total',
+    help: 'Changed upstream CA files read (upstream.caFile, a route caFile), by result (success: new trust in service; failure: current trust kept).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly policyGeneration = new Gauge({
     name: 'agentwrit_sidecar_policy_generation',
     help: 'Number of the configuration generation in service.',

@@ -3,15 +3,14 @@
  * with backpressure. `connectTo` dials another address without changing the name used for TLS
  * (SNI and certificate check), like curl --connect-to.
  */
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { Transform } from 'node:stream';
-import { type ConnectionOptions, checkServerIdentity, createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import { type ConnectionOptions, checkServerIdentity } from 'node:tls';
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
-import { readNamedFile } from '../file-identity.js';
+import { type TrustReport, UpstreamTrust } from './trust.js';
 
 export interface ForwarderOptions {
   connectTo: Record<string, string>;
@@ -21,6 +20,17 @@ export interface ForwarderOptions {
   bodyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxPools?: number;
+  /** A CA file that changed: taken into service, or not usable (the trust in service stays). */
+  onTrustReport?: (r: TrustReport) => void;
+}
+
+export interface ForwardOptions {
+  /** The route's caFile, trusted on top of the system CAs and upstream.caFile. */
+  caFile?: string;
+  requestId: string;
+  maxBodyBytes: number;
+  bodyIdleMs: number;
+  hasBody: boolean;
 }
 
 export interface ForwardResult {
@@ -260,42 +270,20 @@ export class Forwarder {
   private readonly pools = new Map<string, Pool>();
   /** Requests each pool holds (running or queued): beyond its connections, the next one waits. */
   private readonly held = new WeakMap<Pool, number>();
-  private readonly extraCa: string[];
-  private readonly caCache = new Map<string, string>();
-  private readonly contexts = new Map<string, SecureContext>();
+  private readonly trust: UpstreamTrust;
   private closed = false;
 
   constructor(private readonly opts: ForwarderOptions) {
-    this.extraCa = opts.caFile ? [readNamedFile(opts.caFile, 'upstream.caFile')] : [];
+    this.trust = new UpstreamTrust(opts.caFile, (routeCaFile) => this.trustRenewed(routeCaFile), opts.onTrustReport);
   }
 
-  private routeCa(caFile: string): string {
-    let pem = this.caCache.get(caFile);
-    if (pem === undefined) {
-      try {
-        pem = readFileSync(caFile, 'utf8');
-      } catch (e) {
-        // Checked when its generation was built (runtime/generation.ts): the file went away since.
-        throw new SidecarError('upstream_tls_error', 'the trust for the upstream TLS connection could not be set up', { cause: e });
-      }
-      this.caCache.set(caFile, pem);
+  /** A CA file changed (trust.ts): the https pools built on the old trust take no new requests and close once idle. */
+  private trustRenewed(routeCaFile: string | undefined): void {
+    for (const [key, pool] of this.pools) {
+      if (!key.startsWith('https://') || (routeCaFile !== undefined && !key.endsWith(`|${routeCaFile}`))) continue;
+      this.pools.delete(key);
+      pool.close().catch(() => {});
     }
-    return pem;
-  }
-
-  /**
-   * Trust for upstream TLS: system CAs, upstream.caFile, and the route's caFile when it has one.
-   * One context per trust set: building one parses every CA (≈17 ms with the system store), which
-   * must not happen on each new upstream connection.
-   */
-  private trust(caFile?: string): SecureContext {
-    const key = caFile ?? '';
-    let ctx = this.contexts.get(key);
-    if (!ctx) {
-      ctx = createSecureContext({ ca: [...rootCertificates, ...this.extraCa, ...(caFile ? [this.routeCa(caFile)] : [])], minVersion: 'TLSv1.2' });
-      this.contexts.set(key, ctx);
-    }
-    return ctx;
   }
 
   /**
@@ -308,11 +296,13 @@ export class Forwarder {
     const host = target ? target.slice(0, i).replace(/^\[|\]$/g, '') : origin.host;
     const port = target ? Number(target.slice(i + 1)) : origin.port;
     if (origin.scheme !== 'https') return { host, port };
+    // Starts a due look at the CA files; this upgrade does not wait for it, later requests see its outcome.
+    void this.trust.follow(caFile);
     return {
       host,
       port,
       tls: {
-        secureContext: this.trust(caFile),
+        secureContext: this.trust.context(caFile),
         rejectUnauthorized: true,
         minVersion: 'TLSv1.2',
         servername: isIP(origin.host) ? undefined : origin.host,
@@ -335,7 +325,7 @@ export class Forwarder {
       timeout: this.opts.connectTimeoutMs,
       ...(https
         ? {
-            secureContext: this.trust(caFile),
+            secureContext: this.trust.context(caFile),
             rejectUnauthorized: true,
             minVersion: 'TLSv1.2' as const,
           }
@@ -379,8 +369,14 @@ export class Forwarder {
     out: OutboundRequest,
     req: IncomingMessage,
     res: ServerResponse,
-    opts: { caFile?: string; requestId: string; maxBodyBytes: number; bodyIdleMs: number; hasBody: boolean },
+    opts: ForwardOptions,
   ): Promise<ForwardResult> {
+    // Towards https, at most once a second the CA files are looked at first (trust.ts).
+    const renewing = out.origin.scheme === 'https' ? this.trust.follow(opts.caFile) : undefined;
+    return renewing ? renewing.then(() => this.send(out, req, res, opts)) : this.send(out, req, res, opts);
+  }
+
+  private send(out: OutboundRequest, req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardResult> {
     const pool = this.pool(out.origin, opts.caFile);
     let body: Transform | undefined;
     if (opts.hasBody) body = req.pipe(bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs));
