@@ -3,7 +3,7 @@
  * key on disk, and real HTTP clients (undici through the proxy, curl, raw sockets for hostile input).
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -561,6 +561,12 @@ t.test('admin listener: metrics, healthz, readyz', async (t) => {
   t.match(text, /agentwrit_sidecar_token_verifications_total\{outcome="ok",source="(cache|offline)"\}/);
   t.match(text, /agentwrit_sidecar_policy_generation 1/);
   t.notOk(text.includes(good) || text.includes(SECRET) || text.includes('spiffe://'), 'no token, secret or subject in metrics');
+  // Every agentwrit_sidecar_* family is in the README's metrics table with its type, and the table names no other.
+  const exposed = [...text.matchAll(/^# TYPE (agentwrit_sidecar_\w+) (\w+)$/gm)].map((x) => `${x[1]} ${x[2]}`).sort();
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const documented = [...readme.matchAll(/^\| `(agentwrit_sidecar_\w+)` \| (\w+) \|/gm)].map((x) => `${x[1]} ${x[2]}`).sort();
+  t.ok(exposed.length >= 20, `${exposed.length} families exposed`);
+  t.same(documented, exposed, 'README metrics table = metrics exposed');
   t.equal((await request(`${sc.adminUrl}/healthz`)).statusCode, 200);
   const ready = await request(`${sc.adminUrl}/readyz`);
   t.equal(ready.statusCode, 200);
