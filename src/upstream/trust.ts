@@ -4,31 +4,39 @@
  * The CA files are followed as they are renewed (a CA bundle from cert-manager's trust-manager, a
  * Kubernetes Secret or ConfigMap update, a replaced file): before a request to an https upstream,
  * each file behind its trust is looked at, at most once a second (a `stat`; requests arriving
- * meanwhile wait for that look). A file whose identity changed is read again; if it still holds
- * certificates that parse, it is the trust for new connections from that request on, and
- * `onRenewed` tells the owner of the connection pools built on the old trust, which should take no
- * new requests (their connections were verified against the old one). A file that is missing or does
- * not parse leaves the current trust in service and is reported once per state of the file.
+ * meanwhile wait for that look, at most LOOK_WAIT_MS). A file whose identity changed is read again;
+ * if it held still while it was read and every certificate in it parses, it is the trust for new
+ * connections from then on, and `onRenewed` tells the owner of the connection pools built on the old
+ * trust, which should take no new requests. A file that is missing, unreadable, changing or does not
+ * parse leaves the current trust in service and is reported once per state of the file; it is looked
+ * at again a second later, and read again as soon as it can be.
  */
 import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { errorReason, SidecarError } from '../errors.js';
-import { fileIdentity, fileIdentitySync, readNamedFile } from '../file-identity.js';
+import { fileIdentity, fileIdentitySync } from '../file-identity.js';
 
 /** How often an upstream CA file is looked at for a renewed bundle. */
 export const UPSTREAM_CA_RECHECK_MS = 1000;
+/** The longest a request waits for a look (a `stat` that hangs, say on a network filesystem). */
+export const LOOK_WAIT_MS = 100;
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /**
  * Why a CA file's text cannot serve as trust, or undefined when it can: it must hold at least one
- * PEM certificate, and every one must parse. (node's TLS context takes a bundle that is garbage
- * without complaint, and then no certificate verifies.)
+ * PEM certificate, every one must parse, and none may be cut short (a BEGIN line without its END, as
+ * a file caught half-written shows). node's TLS context takes a bundle that is garbage without
+ * complaint, and then no certificate verifies. Text between certificates (comments) is allowed.
  */
 export function caBundleProblem(text: string): string | undefined {
   const blocks = text.match(PEM_CERTIFICATE);
   if (!blocks) return 'holds no PEM certificate';
+  const begins = text.split('-----BEGIN').length - 1;
+  if (begins !== blocks.length) return `holds ${begins - blocks.length} PEM block(s) without their END line (cut short?)`;
   for (const [i, block] of blocks.entries()) {
     try {
       new X509Certificate(block);
@@ -45,16 +53,39 @@ export type TrustReport = { file: string; result: 'success' } | { file: string; 
 interface FollowedCa {
   readonly path: string;
   pem: string;
-  /** fileIdentity of the last state looked at (or why it could not be looked at). */
+  /** fileIdentity of the bundle in service, or of a later state of the file that cannot serve. */
   identity: string;
+  /** The last failure reported (so each is reported once), cleared by a bundle that serves. */
+  reported: string | undefined;
   checkedAt: number;
-  /** The look under way, if one is. */
+  /** The look under way, if one is, and what requests wait for (the look, at most LOOK_WAIT_MS). */
   looking: Promise<void> | undefined;
+  waitFor: Promise<void> | undefined;
+}
+
+/**
+ * Reads a CA file at start or on a route's first use: identity first, so that a change during the
+ * read shows as a new identity at the next look; then the text, checked. Throws `what path problem`.
+ */
+function readBundleSync(path: string, what: string): { pem: string; identity: string } {
+  let identity: string;
+  let pem: string;
+  try {
+    identity = fileIdentitySync(path);
+    pem = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${what} ${path} cannot be read: ${errorReason(e)}`);
+  }
+  const problem = caBundleProblem(pem);
+  if (problem) throw new Error(`${what} ${path} ${problem}`);
+  return { pem, identity };
 }
 
 export class UpstreamTrust {
   private readonly upstreamCa: FollowedCa | undefined;
   private readonly routeCas = new Map<string, FollowedCa>();
+  /** Route CA files that could not be used on first use: when, why, and the refusal to repeat meanwhile. */
+  private readonly unusable = new Map<string, { reason: string; at: number; error: SidecarError }>();
   /** One context per route CA file ('' for none): building one parses every CA (≈17 ms with the system store). */
   private readonly contexts = new Map<string, SecureContext>();
 
@@ -68,12 +99,7 @@ export class UpstreamTrust {
     private readonly onRenewed: (routeCaFile: string | undefined) => void,
     private readonly report: (r: TrustReport) => void = () => {},
   ) {
-    if (caFile !== undefined) {
-      const pem = readNamedFile(caFile, 'upstream.caFile');
-      const problem = caBundleProblem(pem);
-      if (problem) throw new Error(`upstream.caFile ${caFile} ${problem}`);
-      this.upstreamCa = { path: caFile, pem, identity: fileIdentitySync(caFile), checkedAt: Date.now(), looking: undefined };
-    }
+    if (caFile !== undefined) this.upstreamCa = followed(caFile, readBundleSync(caFile, 'upstream.caFile'));
   }
 
   /** The TLS context for an upstream reached with this route CA file (or none). */
@@ -102,33 +128,43 @@ export class UpstreamTrust {
     return a && b ? Promise.all([a, b]).then(() => {}) : (a ?? b);
   }
 
+  /**
+   * A route's CA file, read on first use (it was checked when its generation was built). One that
+   * went bad since is reported, and its requests fail as a certificate that does not verify would.
+   */
   private routeCa(file: string): FollowedCa {
     let f = this.routeCas.get(file);
-    if (!f) {
-      let pem: string;
-      let identity: string;
-      try {
-        pem = readNamedFile(file, 'route caFile');
-        identity = fileIdentitySync(file);
-      } catch (e) {
-        // Checked when its generation was built (runtime/generation.ts): the file went away since.
-        throw new SidecarError('upstream_tls_error', 'the trust for the upstream TLS connection could not be set up', { cause: e });
-      }
-      f = { path: file, pem, identity, checkedAt: Date.now(), looking: undefined };
-      this.routeCas.set(file, f);
+    if (f) return f;
+    const bad = this.unusable.get(file);
+    const now = Date.now();
+    // Read again at most once a second, and each reason reported once.
+    if (bad && now - bad.at < UPSTREAM_CA_RECHECK_MS) throw bad.error;
+    try {
+      f = followed(file, readBundleSync(file, 'route caFile'));
+    } catch (e) {
+      const reason = errorReason(e);
+      if (bad?.reason !== reason) this.report({ file, result: 'failure', reason });
+      const error = new SidecarError('upstream_tls_error', 'the trust for the upstream TLS connection could not be set up', { cause: e });
+      this.unusable.set(file, { reason, at: now, error });
+      throw error;
     }
+    this.unusable.delete(file);
+    this.routeCas.set(file, f);
     return f;
   }
 
   private lookIfDue(f: FollowedCa, now: number, routeCaFile: string | undefined): Promise<void> | undefined {
-    if (f.looking || now - f.checkedAt < UPSTREAM_CA_RECHECK_MS) return f.looking;
-    f.looking = this.look(f, routeCaFile)
-      .catch(() => {})
+    if (f.looking || now - f.checkedAt < UPSTREAM_CA_RECHECK_MS) return f.waitFor;
+    const looking = this.look(f, routeCaFile)
+      .catch((e) => this.failed(f, `fault:${errorReason(e)}`, errorReason(e)))
       .finally(() => {
         f.looking = undefined;
+        f.waitFor = undefined;
         f.checkedAt = Date.now();
       });
-    return f.looking;
+    f.looking = looking;
+    f.waitFor = Promise.race([looking, delay(LOOK_WAIT_MS, undefined, { ref: false })]);
+    return f.waitFor;
   }
 
   private async look(f: FollowedCa, routeCaFile: string | undefined): Promise<void> {
@@ -136,23 +172,32 @@ export class UpstreamTrust {
     try {
       identity = await fileIdentity(f.path);
     } catch (e) {
-      this.failed(f, `unreadable:${errorReason(e)}`, errorReason(e));
+      this.failed(f, undefined, errorReason(e));
       return;
     }
     if (identity === f.identity) return;
     let pem: string;
+    let after: string;
     try {
       pem = await readFile(f.path, 'utf8');
+      after = await fileIdentity(f.path);
     } catch (e) {
-      this.failed(f, identity, errorReason(e));
+      // Not remembered as seen: the next look reads it again.
+      this.failed(f, undefined, errorReason(e));
+      return;
+    }
+    if (after !== identity) {
+      this.failed(f, undefined, 'the file changed while it was read');
       return;
     }
     const problem = caBundleProblem(pem);
     if (problem) {
+      // Remembered as seen: read again only once it changes.
       this.failed(f, identity, problem);
       return;
     }
     f.identity = identity;
+    f.reported = undefined;
     if (pem === f.pem) return;
     f.pem = pem;
     if (routeCaFile === undefined) this.contexts.clear();
@@ -161,10 +206,18 @@ export class UpstreamTrust {
     this.report({ file: f.path, result: 'success' });
   }
 
-  /** A state of the file that cannot serve: reported once, the trust in service stays. */
-  private failed(f: FollowedCa, identity: string, reason: string): void {
-    if (identity === f.identity) return;
-    f.identity = identity;
+  /**
+   * A state of the file that cannot serve: the trust in service stays, and the reason is reported
+   * unless it was the last one reported. With `identity`, that state is not read again.
+   */
+  private failed(f: FollowedCa, identity: string | undefined, reason: string): void {
+    if (identity !== undefined) f.identity = identity;
+    if (reason === f.reported) return;
+    f.reported = reason;
     this.report({ file: f.path, result: 'failure', reason });
   }
+}
+
+function followed(path: string, read: { pem: string; identity: string }): FollowedCa {
+  return { path, ...read, reported: undefined, checkedAt: Date.now(), looking: undefined, waitFor: undefined };
 }

@@ -20,7 +20,7 @@ import { makeKey, signToken } from '../helpers/tokens.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('aws-ca-renew-');
-const [ca1, ca2] = await Promise.all([generateEphemeralCa(), generateEphemeralCa()]);
+const [ca1, ca2, ca3] = await Promise.all([generateEphemeralCa(), generateEphemeralCa(), generateEphemeralCa()]);
 const leavesOf = (ca: CaMaterial) => new LeafCache(ca, { maxEntries: 8, validityMs: 3_600_000 });
 let serving = leavesOf(ca1);
 
@@ -130,8 +130,11 @@ t.test('a renewed file that does not parse leaves the trust in service, logged o
 });
 
 t.test('a renewed upstream.caFile (edited in place) is trusted by every https route', async (t) => {
-  writeFileSync(upstreamCa, `${ca1.certPem}${ca2.certPem}`);
+  serveFrom(ca3);
+  t.same(await get('/r'), { status: 502, code: 'upstream_tls_error' }, 'no trust in ca3 yet');
+  writeFileSync(upstreamCa, `${ca1.certPem}${ca3.certPem}`);
   await eventually(async () => (await get('/u')).status === 200, 5000);
+  t.equal((await get('/r')).status, 200, 'a route with a caFile of its own trusts the renewed upstream.caFile too');
   t.ok(logged('upstream CA file changed', upstreamCa));
 });
 
