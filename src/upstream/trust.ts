@@ -156,7 +156,7 @@ export class UpstreamTrust {
   private lookIfDue(f: FollowedCa, now: number, routeCaFile: string | undefined): Promise<void> | undefined {
     if (f.looking || now - f.checkedAt < UPSTREAM_CA_RECHECK_MS) return f.waitFor;
     const looking = this.look(f, routeCaFile)
-      .catch((e) => this.failed(f, `fault:${errorReason(e)}`, errorReason(e)))
+      .catch((e) => this.failed(f, undefined, errorReason(e)))
       .finally(() => {
         f.looking = undefined;
         f.waitFor = undefined;
