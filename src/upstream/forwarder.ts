@@ -202,6 +202,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     queueLimitMs?: number,
   ) {
     res.on('close', this.onClose);
+    // The agent left before the request got here (while its token or credential was awaited): its
+    // close came and went, and onConnect will send nothing.
+    if (res.destroyed) this.clientGone = true;
     if (queueLimitMs !== undefined) {
       this.queueTimer = setTimeout(() => this.settle(new SidecarError('upstream_timeout', 'no connection to the upstream became free in time')), queueLimitMs);
       this.queueTimer.unref();

@@ -2,7 +2,8 @@
  * Online and hybrid verification through the running proxy, against a stand-in validate endpoint
  * that can be flipped to answer valid:false (revocation) or made to fail (fault injection).
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { ProxyAgent, request } from 'undici';
@@ -89,4 +90,27 @@ t.test('hybrid: concurrent requests with one token share one revalidation', asyn
   const results = await Promise.all(Array.from({ length: 20 }, () => call(sc.proxyUrl, tok)));
   t.ok(results.every((r) => r.status === 200));
   t.equal(vb.calls, 1);
+});
+
+t.test('a client that leaves while its token is checked at the broker: nothing is sent upstream', async (t) => {
+  const vb = await startValidateBroker();
+  vb.delayMs = 300;
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'online', url: vb.url } });
+  t.teardown(async () => {
+    await sc.close();
+    await vb.close();
+  });
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const before = upstream.received.length;
+  const s = connect(sc.proxyPort, '127.0.0.1');
+  s.on('error', () => {});
+  s.write(`GET http://api.example.com/customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${tok}\r\n\r\n`);
+  await new Promise((r) => setTimeout(r, 50));
+  s.destroy();
+  await new Promise((r) => setTimeout(r, 600)); // the broker answers valid after 300 ms
+  t.equal(vb.calls, 1, 'the token was checked');
+  t.equal(upstream.received.length, before, 'the upstream never heard of the request');
+  await sc.runtime.audit.flush();
+  const records = readFileSync(sc.auditPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(records.at(-1), { type: 'request', decision: 'allow', upstream_status: 499 }, 'recorded as allowed, ended by the client (499)');
 });
