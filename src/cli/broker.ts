@@ -209,6 +209,11 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     return 2;
   }
   const level = flagString(args, 'log-level') ?? 'info';
+  // Whatever reads the log may go away (a collector that stopped, `| head`): the broker keeps
+  // serving without its log rather than die with the tokens it holds in memory.
+  out.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+  });
   const logger = createLogger(level, out);
   const signingKeyFile = flagString(args, 'signing-key') ?? (env.AA_SIGNING_KEY_PATH || undefined);
   const stateFile = flagString(args, 'state');

@@ -53,6 +53,19 @@ t.test('a real process exits 0 on SIGTERM', async (t) => {
   t.match(b.output(), /stopped/);
 });
 
+t.test('a broker whose log reader goes away keeps serving', async (t) => {
+  const b = await spawnBrokerProcess(t, ['--log-level', 'info'], 'epipe-test-secret');
+  b.closeStdout();
+  await new Promise((r) => setTimeout(r, 100));
+  // Each of these is logged, to a pipe nobody reads any more.
+  for (let i = 0; i < 5; i++) {
+    t.equal((await http(b.url, 'GET', '/v1/health')).status, 200, `request ${i + 1} answered`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.equal(b.exitCode(), null, 'still running');
+  t.equal(await b.signal('SIGTERM'), 0);
+});
+
 t.test("the broker's AA_* settings are read; a flag wins over its variable", async (t) => {
   const dir = t.testdir();
   const out = capture();

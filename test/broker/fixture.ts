@@ -110,7 +110,14 @@ export async function spawnBrokerProcess(
   t: Teardown,
   args: string[],
   adminSecret = ADMIN_SECRET,
-): Promise<{ url: string; output: () => string; signal: (sig: NodeJS.Signals) => Promise<number | null> }> {
+): Promise<{
+  url: string;
+  output: () => string;
+  signal: (sig: NodeJS.Signals) => Promise<number | null>;
+  /** Stops reading the broker's stdout: its next writes fail with EPIPE. */
+  closeStdout: () => void;
+  exitCode: () => number | null;
+}> {
   const loader = process.execArgv.filter((a) => a.includes('typescript'));
   const child = spawn(process.execPath, [...loader, 'src/cli/main.ts', 'broker', '--listen', '127.0.0.1:0', ...args], {
     env: { ...process.env, AA_ADMIN_SECRET: adminSecret },
@@ -136,5 +143,7 @@ export async function spawnBrokerProcess(
       child.kill(sig);
       return exited;
     },
+    closeStdout: () => child.stdout.destroy(),
+    exitCode: () => child.exitCode,
   };
 }
