@@ -12,12 +12,11 @@
  * at again a second later, and read again as soon as it can be.
  */
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { errorReason, SidecarError } from '../errors.js';
-import { fileIdentity, fileIdentitySync } from '../file-identity.js';
+import { fileIdentity, fileIdentitySync, readNamedFile } from '../file-identity.js';
 
 /** How often an upstream CA file is looked at for a renewed bundle. */
 export const UPSTREAM_CA_RECHECK_MS = 1000;
@@ -69,13 +68,12 @@ interface FollowedCa {
  */
 function readBundleSync(path: string, what: string): { pem: string; identity: string } {
   let identity: string;
-  let pem: string;
   try {
     identity = fileIdentitySync(path);
-    pem = readFileSync(path, 'utf8');
   } catch (e) {
     throw new Error(`${what} ${path} cannot be read: ${errorReason(e)}`);
   }
+  const pem = readNamedFile(path, what);
   const problem = caBundleProblem(pem);
   if (problem) throw new Error(`${what} ${path} ${problem}`);
   return { pem, identity };
@@ -121,6 +119,7 @@ export class UpstreamTrust {
    * choosing a connection when a look is under way, else undefined (the common case: nothing to wait for).
    */
   follow(routeCaFile?: string): Promise<void> | undefined {
+    if (!this.upstreamCa && routeCaFile === undefined) return undefined;
     const now = Date.now();
     const a = this.upstreamCa && this.lookIfDue(this.upstreamCa, now, undefined);
     const f = routeCaFile === undefined ? undefined : this.routeCas.get(routeCaFile);

@@ -7,7 +7,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as identityModule from '../../src/file-identity.js';
 import { generateEphemeralCa } from '../../src/tls/ca.js';
 import { caBundleProblem, type TrustReport, UPSTREAM_CA_RECHECK_MS, UpstreamTrust } from '../../src/upstream/trust.js';
@@ -33,10 +33,14 @@ function setup(): { file: string } {
   return { file };
 }
 
+/** The trust module with some of its imports replaced (fault injection, counting). */
+const trustModuleWith = (t: Test, mocks: Record<string, unknown>) =>
+  t.mockImport<typeof import('../../src/upstream/trust.js')>('../../src/upstream/trust.js', mocks);
+
 t.test('a read that fails for a moment does not keep the renewed bundle out', async (t) => {
   const { file } = setup();
   let failReads = 0;
-  const { UpstreamTrust: Faulty } = await t.mockImport<typeof import('../../src/upstream/trust.js')>('../../src/upstream/trust.js', {
+  const { UpstreamTrust: Faulty } = await trustModuleWith(t, {
     'node:fs/promises': {
       ...fsp,
       readFile: async (...args: Parameters<typeof fsp.readFile>) => {
@@ -69,7 +73,7 @@ t.test('a read that fails for a moment does not keep the renewed bundle out', as
 t.test('a file is looked at once a second, however many requests ask', async (t) => {
   const { file } = setup();
   let stats = 0;
-  const { UpstreamTrust: Counted } = await t.mockImport<typeof import('../../src/upstream/trust.js')>('../../src/upstream/trust.js', {
+  const { UpstreamTrust: Counted } = await trustModuleWith(t, {
     '../../src/file-identity.js': {
       ...identityModule,
       fileIdentity: async (p: string) => {
