@@ -32,19 +32,79 @@ function authority(o: OutboundRequest['origin']): string {
   return o.port === dflt ? host : `${host}:${o.port}`;
 }
 
+/** Most an agent may send ahead of the 101; past it, its socket is not read until the splice. */
+const EARLY_BYTES_MAX = 64 * 1024;
+
+/**
+ * Node stops reading a socket once it hands it to the upgrade event, so an agent that left while
+ * its upgrade was checked (a broker call, a credential fetch, the upstream's answer) would go
+ * unseen until the splice, and the upgrade be sent upstream for nobody. Until the splice this
+ * reads it: an end or a close marks the agent gone, and what it sent early is kept for the
+ * upstream, as node's own `head` is.
+ */
+class AgentWatch {
+  gone = false;
+  private early: Buffer[] | undefined = [];
+  private size = 0;
+  private stopped = false;
+  private onGone: (() => void) | undefined;
+  private readonly onData = (chunk: Buffer) => {
+    if (!this.early) return;
+    this.early.push(chunk);
+    this.size += chunk.length;
+    if (this.size >= EARLY_BYTES_MAX) this.socket.pause();
+  };
+  private readonly onLeave = () => {
+    if (this.gone) return;
+    this.gone = true;
+    this.onGone?.();
+  };
+
+  constructor(private readonly socket: Duplex) {
+    socket.on('data', this.onData);
+    socket.once('end', this.onLeave);
+    socket.once('close', this.onLeave);
+  }
+
+  /** `cb` runs when the agent leaves (at once if it has); until `stop`. */
+  whenGone(cb: (() => void) | undefined): void {
+    this.onGone = cb;
+    if (cb && this.gone) cb();
+  }
+
+  /** The splice reads from here on: stops reading, and returns what came early. */
+  stop(): Buffer {
+    this.stopped = true;
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onLeave);
+    this.socket.off('close', this.onLeave);
+    this.onGone = undefined;
+    this.socket.pause();
+    const early = Buffer.concat(this.early ?? []);
+    this.early = undefined;
+    return early;
+  }
+
+  /** Refused: nothing it sends is wanted, but it is still read, so its close is seen and the socket freed. */
+  discard(): void {
+    if (this.stopped) return;
+    this.early = undefined;
+    this.socket.resume();
+  }
+}
+
 /** Sends the upgrade request upstream; resolves with a 101 (and its socket) or any other answer. */
-function requestUpgrade(rt: Runtime, out: OutboundRequest, caFile: string | undefined, client: Duplex): Promise<UpstreamAnswer> {
+function requestUpgrade(rt: Runtime, out: OutboundRequest, caFile: string | undefined, agent: AgentWatch): Promise<UpstreamAnswer> {
   const dial = rt.forwarder.dialOptions(out.origin, caFile);
   const timeoutMs = durationMs(rt.config.upstream.connectTimeout) + durationMs(rt.config.upstream.headersTimeout);
   const opts = { host: dial.host, port: dial.port, method: out.method, path: out.path, headers: out.headers as OutgoingHttpHeaders, agent: false as const };
   return new Promise((resolve, reject) => {
     const ureq = dial.tls ? httpsRequest({ ...opts, ...dial.tls }) : httpRequest(opts);
     const timer = setTimeout(() => ureq.destroy(new SidecarError('upstream_timeout', 'the upstream did not answer in time')), timeoutMs);
-    const onClientClose = () => ureq.destroy();
-    client.once('close', onClientClose);
+    agent.whenGone(() => ureq.destroy());
     const settle = () => {
       clearTimeout(timer);
-      client.off('close', onClientClose);
+      agent.whenGone(undefined);
     };
     ureq.once('upgrade', (res, socket: Socket, head: Buffer) => {
       settle();
@@ -116,7 +176,7 @@ function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, i
 export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   const idleMs = durationMs(rt.config.tls.tunnelIdleTimeout);
 
-  async function upgrade(req: IncomingMessage, client: Duplex, head: Buffer, st: RequestState, record: () => void): Promise<void> {
+  async function upgrade(req: IncomingMessage, client: Duplex, head: Buffer, st: RequestState, agent: AgentWatch, record: () => void): Promise<void> {
     const proto = req.headers.upgrade;
     if (typeof proto !== 'string' || proto.toLowerCase() !== 'websocket') {
       throw new SidecarError('bad_request', 'only WebSocket upgrades are supported');
@@ -127,12 +187,33 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     }
     if (rt.draining) throw new SidecarError('shutting_down', 'the sidecar is shutting down');
     const { out, match } = await prepareRequest(rt, req, st);
+    // Allowed, but the agent is no longer there to use it: nothing goes upstream (499, as for a request).
+    const abandoned = (upstreamStatus: number) => {
+      st.upstreamStatus = upstreamStatus;
+      client.destroy();
+      record();
+    };
+    // A due look at the upstream CA files first, as for any request (forwarder.ts).
+    const look = rt.forwarder.trustLook(out.origin, match.route.def.caFile);
+    if (look) await look;
+    if (agent.gone) return abandoned(499);
     out.headers.host = authority(out.origin);
     out.headers.connection = 'Upgrade';
     out.headers.upgrade = proto;
-    const answer = await requestUpgrade(rt, out, match.route.def.caFile, client);
+    let answer: UpstreamAnswer;
+    try {
+      answer = await requestUpgrade(rt, out, match.route.def.caFile, agent);
+    } catch (err) {
+      if (agent.gone) return abandoned(499);
+      throw err;
+    }
+    if (agent.gone) {
+      (answer.kind === 'upgrade' ? answer.socket : answer.res).destroy();
+      return abandoned(answer.res.statusCode ?? 499);
+    }
     st.upstreamStatus = answer.res.statusCode;
     if (answer.kind === 'response') {
+      agent.discard();
       relayRefusal(answer.res, client, st.requestId, durationMs(rt.config.upstream.bodyTimeout));
       record();
       return;
@@ -142,11 +223,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
       upstream.destroy();
       throw new SidecarError('upstream_unreachable', 'the upstream answered 101 but did not complete the WebSocket handshake');
     }
-    if (client.destroyed) {
-      upstream.destroy();
-      record();
-      return;
-    }
+    const early = agent.stop();
     const pairs: Array<[string, string]> = [];
     const raw = answer.res.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() !== 'x-request-id') pairs.push([raw[i], raw[i + 1]]);
@@ -154,6 +231,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     client.write(headLines(101, answer.res.statusMessage || 'Switching Protocols', pairs));
     if (answer.head.length > 0) client.write(answer.head);
     if (head.length > 0) upstream.write(head);
+    if (early.length > 0) upstream.write(early);
     record();
     const started = performance.now();
     // The token the upgrade was allowed with (prepareRequest found one): the WebSocket ends with it.
@@ -170,7 +248,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
       identity: st.identity,
       route: match.route.id,
       closeReason: r.reason,
-      bytesIn: r.bytesIn + head.length,
+      bytesIn: r.bytesIn + head.length + early.length,
       bytesOut: r.bytesOut + answer.head.length,
       durationMs: msSince(started),
     });
@@ -186,7 +264,9 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
       recorded = true;
       recordDecision(rt, st);
     };
-    upgrade(req, socket, head, st, record).catch((err: unknown) => {
+    const agent = new AgentWatch(socket);
+    upgrade(req, socket, head, st, agent, record).catch((err: unknown) => {
+      agent.discard();
       if (recorded) return;
       st.error = toSidecarError(err);
       if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error on upgrade');

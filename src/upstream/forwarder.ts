@@ -299,8 +299,6 @@ export class Forwarder {
     const host = target ? target.slice(0, i).replace(/^\[|\]$/g, '') : origin.host;
     const port = target ? Number(target.slice(i + 1)) : origin.port;
     if (origin.scheme !== 'https') return { host, port };
-    // Starts a due look at the CA files; this upgrade does not wait for it, later requests see its outcome.
-    void this.trust.follow(caFile);
     return {
       host,
       port,
@@ -374,9 +372,16 @@ export class Forwarder {
     res: ServerResponse,
     opts: ForwardOptions,
   ): Promise<ForwardResult> {
-    // Towards https, at most once a second the CA files are looked at first (trust.ts).
-    const renewing = out.origin.scheme === 'https' ? this.trust.follow(opts.caFile) : undefined;
+    const renewing = this.trustLook(out.origin, opts.caFile);
     return renewing ? renewing.then(() => this.send(out, req, res, opts)) : this.send(out, req, res, opts);
+  }
+
+  /**
+   * Towards https, at most once a second the CA files are looked at before a request (trust.ts):
+   * what to wait for first, if anything (at most LOOK_WAIT_MS).
+   */
+  trustLook(origin: OutboundRequest['origin'], caFile?: string): Promise<void> | undefined {
+    return origin.scheme === 'https' ? this.trust.follow(caFile) : undefined;
   }
 
   private send(out: OutboundRequest, req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardResult> {

@@ -1,5 +1,6 @@
 /** Starts a real sidecar in-process on loopback ports with a config and policies written to a temp dir. */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
@@ -12,6 +13,9 @@ export interface TestSidecar extends SidecarHandle {
   dir: string;
   logs: string[];
   auditPath: string;
+  /** The proxy port's server, to count its open connections. */
+  proxyServer: Server;
+  openProxyConnections(): Promise<number>;
 }
 
 export const BILLING_POLICY = {
@@ -73,6 +77,16 @@ export async function startTestSidecar(opts: {
   const logger = createLogger('info', sink);
   const env = { ...process.env, BILLING_API_KEY: 'sk-live-billing-SECRET-123', ...opts.env };
   const loaded = await loadSidecarConfig(file, env);
-  const handle = await startSidecar(loaded, { env, logger, processMetrics: false });
-  return Object.assign(handle, { dir, logs, auditPath });
+  let proxyServer: Server | undefined;
+  const handle = await startSidecar(loaded, {
+    env,
+    logger,
+    processMetrics: false,
+    onProxyServer: (s) => {
+      proxyServer = s;
+    },
+  });
+  const server = proxyServer as Server;
+  const openProxyConnections = () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  return Object.assign(handle, { dir, logs, auditPath, proxyServer: server, openProxyConnections });
 }

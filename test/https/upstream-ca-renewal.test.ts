@@ -14,10 +14,11 @@ import t from 'tap';
 import { request } from 'undici';
 import { type CaMaterial, generateEphemeralCa } from '../../src/tls/ca.js';
 import { LeafCache } from '../../src/tls/leaf.js';
-import { eventually } from '../helpers/https-fixture.js';
+import { eventually, rawRequest } from '../helpers/https-fixture.js';
 import { startTestSidecar } from '../helpers/sidecar.js';
 import { makeKey, signToken } from '../helpers/tokens.js';
 import { tempDir } from '../helpers/tmp.js';
+import { wsAccept, wsKey } from '../helpers/ws.js';
 
 const dir = tempDir('aws-ca-renew-');
 const [ca1, ca2, ca3] = await Promise.all([generateEphemeralCa(), generateEphemeralCa(), generateEphemeralCa()]);
@@ -39,6 +40,10 @@ const upstream: Server = createServer(
     res.end(`upstream saw ${req.url}`);
   },
 );
+// WebSocket upgrades: the handshake completed, then closed.
+upstream.on('upgrade', (req, socket) => {
+  socket.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${wsAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+});
 await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
 const upPort = (upstream.address() as AddressInfo).port;
 /**
@@ -65,19 +70,13 @@ const key = await makeKey();
 writeFileSync(join(dir, 'broker.pem'), key.publicPem);
 const token = await signToken(key, { scope: ['read:svc:*'] });
 const route = { methods: ['GET'], path: '/{rest*}', scopes: ['read:svc:*'] };
+const withRouteCa = { id: 'with-route-ca', mount: '/r', upstream: 'https://api.example.com', caFile: routeCa, ...route };
+const upstreamCaOnly = { id: 'upstream-ca-only', mount: '/u', upstream: 'https://other.example.com', ...route };
 const sc = await startTestSidecar({
   upstreamPort: upPort,
   dir,
   broker: { verify: 'offline', publicKeyFile: join(dir, 'broker.pem') },
-  policies: [
-    {
-      version: 'v1',
-      routes: [
-        { id: 'with-route-ca', mount: '/r', upstream: 'https://api.example.com', caFile: routeCa, ...route },
-        { id: 'upstream-ca-only', mount: '/u', upstream: 'https://other.example.com', ...route },
-      ],
-    },
-  ],
+  policies: [{ version: 'v1', routes: [withRouteCa, upstreamCaOnly] }],
   config: {
     upstream: {
       caFile: upstreamCa,
@@ -136,6 +135,18 @@ t.test('a renewed upstream.caFile (edited in place) is trusted by every https ro
   await eventually(async () => (await get('/u')).status === 200, 5000);
   t.equal((await get('/r')).status, 200, 'a route with a caFile of its own trusts the renewed upstream.caFile too');
   t.ok(logged('upstream CA file changed', upstreamCa));
+});
+
+t.test('a WebSocket upgrade waits for a due look at the CA files, as a request does', async (t) => {
+  const ca4 = await generateEphemeralCa();
+  serveFrom(ca4);
+  replaceFile(routeCa, ca4.certPem);
+  // Past the second since the last look: the upgrade is the first to look at the renewed file.
+  await new Promise((r) => setTimeout(r, 1100));
+  const upgrade = `GET /r/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${wsKey()}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+  const r = await rawRequest(sc.proxyPort, upgrade, { untilClose: true });
+  t.equal(r.status, 101, 'dialed with the renewed trust');
+  r.socket.destroy();
 });
 
 t.test('an upstream.caFile that cannot serve as trust stops the start, naming it', async (t) => {

@@ -3,10 +3,11 @@
  * absolute-form on the proxy port, and on a reverse route. Same policy and credential injection as
  * any request; frames spliced both ways; closed cleanly from either side; audited.
  */
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { ProxyAgent, WebSocket } from 'undici';
 import { eventually, openWss, rawRequest, SECRET, startHttpsFixture } from '../helpers/https-fixture.js';
+import { startValidateBroker } from '../helpers/validate-broker.js';
 import { encodeFrame, FrameReader, OP_CLOSE, OP_TEXT, wsAccept, wsKey } from '../helpers/ws.js';
 
 // bodyTimeout 1 s: a refusal whose body stalls is cut that soon.
@@ -188,4 +189,83 @@ t.test('only WebSocket upgrades are accepted', async (t) => {
   );
   t.equal(r.status, 400);
   t.equal(JSON.parse(r.body).error_code, 'bad_request');
+});
+
+t.test('while an upgrade is being checked (a slow broker)', async (t) => {
+  const vb = await startValidateBroker();
+  vb.delayMs = 300;
+  const slow = await startHttpsFixture({ broker: { verify: 'online', url: vb.url } });
+  t.teardown(async () => {
+    await slow.close();
+    await vb.close();
+  });
+  const chatRecord = async (id: string | undefined) => (await slow.audit()).find((r) => r.type === 'request' && r.route === 'chat' && (id === undefined || r.request_id === id));
+
+  for (const leave of ['closes', 'half-closes'] as const) {
+    t.test(`an agent that ${leave} its connection: nothing is sent upstream`, async (t) => {
+      // A token of its own: one the broker answered for recently is not asked about again.
+      const tok = await slow.token();
+      const before = slow.up.received.length;
+      const calls = vb.calls;
+      const id = `ws-leaves-${leave}`;
+      const s = connect(slow.sc.proxyPort, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(upgradeHead('http://api.example.com/ws/lobby', wsKey(), `Proxy-Authorization: Bearer ${tok}\r\n`, `X-Request-ID: ${id}\r\n`));
+      await new Promise((r) => setTimeout(r, 50));
+      if (leave === 'closes') s.destroy();
+      else s.end();
+      await eventually(async () => (await chatRecord(id)) !== undefined, 5000);
+      t.equal(vb.calls, calls + 1, 'the token was checked');
+      t.equal(slow.up.received.length, before, 'the upstream never heard of the upgrade');
+      t.match(await chatRecord(id), { decision: 'allow', upstream_status: 499 }, 'recorded as allowed, ended by the agent (499)');
+      s.destroy();
+    });
+  }
+
+  t.test('bytes the agent sends before the 101 are kept and sent on after it', { timeout: 10_000 }, async (t) => {
+    const tok = await slow.token();
+    const s = connect(slow.sc.proxyPort, '127.0.0.1');
+    t.teardown(() => s.destroy());
+    s.write(upgradeHead('http://api.example.com/ws/lobby', wsKey(), `Proxy-Authorization: Bearer ${tok}\r\n`));
+    await new Promise((r) => setTimeout(r, 50));
+    // Early, before any answer: no client should, but nothing it sent may be lost.
+    s.write(encodeFrame(OP_TEXT, 'early', true));
+    let buf = Buffer.alloc(0);
+    const reader = new FrameReader();
+    const got = new Promise<string>((resolve) => {
+      s.on('data', (c: Buffer) => {
+        buf = Buffer.concat([buf, c]);
+        const end = buf.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const frames = reader.push(buf.subarray(end + 4));
+        buf = buf.subarray(0, end + 4);
+        if (frames.length > 0) resolve(frames[0].payload.toString());
+      });
+    });
+    t.equal(await got, 'echo:early');
+    t.match(buf.toString('latin1'), /^HTTP\/1\.1 101 /);
+  });
+
+  t.test('an agent that sends more than 64 KiB before the 101 and is refused: its connection is still freed', async (t) => {
+    const weak = await slow.token(['read:chat:other']);
+    // Connections of the tests before (a spliced WebSocket lingers a moment after its close).
+    await eventually(async () => (await slow.sc.openProxyConnections()) === 0, 5000);
+    const s = connect(slow.sc.proxyPort, '127.0.0.1');
+    s.on('error', () => {});
+    s.write(upgradeHead('http://api.example.com/ws/lobby', wsKey(), `Proxy-Authorization: Bearer ${weak}\r\n`));
+    await new Promise((r) => setTimeout(r, 50));
+    s.write(Buffer.alloc(200 * 1024, 0x61));
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      s.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+      });
+      s.once('end', () => resolve(text));
+    });
+    t.match(answer, /^HTTP\/1\.1 403 /);
+    s.end();
+    await eventually(async () => (await slow.sc.openProxyConnections()) === 0, 3000);
+    t.pass('the sidecar closed its end');
+  });
+
 });
