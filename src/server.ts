@@ -142,6 +142,10 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
 
   const applied = (g: Generation) => {
     generation = g;
+    // What only removed routes used is let go: their metric series, their CA files' trust and
+    // connections. (A request of one still finishing takes up what it needs again, until the next reload.)
+    metrics.retainRoutes(new Set(g.policy.routes.map((r) => r.id)));
+    forwarder.retainRouteCaFiles(new Set(g.policy.routes.flatMap((r) => (r.def.caFile === undefined ? [] : [r.def.caFile]))));
     metrics.policyGeneration.set(g.id);
     metrics.policyRoutes.set(g.policy.routes.length);
     audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest });

@@ -60,6 +60,14 @@ abstract class HotMetric<S> {
     return entry.s;
   }
 
+  /**
+   * Drops the series whose `label` value `keep` refuses (a route no longer configured); series
+   * handed out before keep counting unseen.
+   */
+  retain(label: string, keep: (value: string) => boolean): void {
+    for (const [key, { labels }] of this.series) if (!keep(labels[label])) this.series.delete(key);
+  }
+
   /** Drops every series (Registry.resetMetrics); series handed out before keep counting unseen. */
   reset(): void {
     this.series = new Map();

@@ -151,6 +151,18 @@ export class Metrics {
     if (upstreamSeconds !== undefined) c.upstream.observe(upstreamSeconds);
   }
 
+  /**
+   * Drops the per-route series of routes not in `routes` (plus 'none', requests no route matched),
+   * so a policy that changes over time does not grow the exposition without end.
+   */
+  retainRoutes(routes: ReadonlySet<string>): void {
+    const keep = (route: string) => route === 'none' || routes.has(route);
+    this.requests.retain('route', keep);
+    this.requestDuration.retain('route', keep);
+    this.upstreamDuration.retain('route', keep);
+    for (const key of this.requestSeries.keys()) if (!keep(key.slice(0, key.indexOf('\0')))) this.requestSeries.delete(key);
+  }
+
   constructor(opts: { processMetrics?: boolean } = {}) {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

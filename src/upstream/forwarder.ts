@@ -290,6 +290,20 @@ export class Forwarder {
   }
 
   /**
+   * Lets go of route CA files not in `files` (routes a reload removed): their trust, and the pools
+   * built on it, which take no new requests and close once the ones they hold are done.
+   */
+  retainRouteCaFiles(files: ReadonlySet<string>): void {
+    this.trust.retain(files);
+    for (const [key, pool] of this.pools) {
+      const caFile = key.slice(key.indexOf('|') + 1);
+      if (caFile === '' || files.has(caFile)) continue;
+      this.pools.delete(key);
+      pool.close().catch(() => {});
+    }
+  }
+
+  /**
    * How to open a raw connection to an upstream (WebSocket upgrades), with the same dialing
    * (connectTo) and TLS rules as pooled requests: verified, SNI set, TLS 1.2 or later.
    */

@@ -114,6 +114,13 @@ export class UpstreamTrust {
     return ctx;
   }
 
+  /** Lets go of route CA files not in `files` (routes a reload removed): their bundles and contexts. */
+  retain(files: ReadonlySet<string>): void {
+    for (const map of [this.routeCas, this.unusable, this.contexts]) {
+      for (const file of map.keys()) if (file !== '' && !files.has(file)) map.delete(file);
+    }
+  }
+
   /**
    * Starts a look at the files behind this trust where one is due. Returns what to wait for before
    * choosing a connection when a look is under way, else undefined (the common case: nothing to wait for).

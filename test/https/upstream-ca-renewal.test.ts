@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
+import { stringify } from 'yaml';
 import { type CaMaterial, generateEphemeralCa } from '../../src/tls/ca.js';
 import { LeafCache } from '../../src/tls/leaf.js';
 import { eventually, rawRequest } from '../helpers/https-fixture.js';
@@ -147,6 +148,20 @@ t.test('a WebSocket upgrade waits for a due look at the CA files, as a request d
   const r = await rawRequest(sc.proxyPort, upgrade, { untilClose: true });
   t.equal(r.status, 101, 'dialed with the renewed trust');
   r.socket.destroy();
+});
+
+t.test('a route with a caFile removed by a reload: its upstream connections are closed at once', async (t) => {
+  serveFrom(ca1);
+  t.equal((await get('/r')).status, 200);
+  t.equal((await get('/u')).status, 200);
+  const open = () => new Promise<number>((resolve, reject) => upstream.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+  t.equal(await open(), 2, 'one kept-alive connection per trust');
+  writeFileSync(join(dir, 'policies', 'policy-0.yaml'), stringify({ version: 'v1', routes: [upstreamCaOnly] }));
+  t.equal((await request(`${sc.adminUrl}/reload`, { method: 'POST' })).statusCode, 200);
+  t.same(await get('/r'), { status: 403, code: 'no_route' });
+  // Well before the pool's keep-alive time (4 s) would close it anyway.
+  await eventually(async () => (await open()) === 1, 1500);
+  t.equal((await get('/u')).status, 200, 'the other trust is untouched');
 });
 
 t.test('an upstream.caFile that cannot serve as trust stops the start, naming it', async (t) => {

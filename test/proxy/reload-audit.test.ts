@@ -86,6 +86,39 @@ t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keep
   t.equal(bad.statusCode, 422);
 });
 
+t.test('a route a reload removes: its metric series go, the other routes keep theirs', async (t) => {
+  const { sc } = await offlineSidecar('aws-reload-series-');
+  t.teardown(() => sc.close());
+  const withAccounts = structuredClone(BILLING_POLICY) as typeof BILLING_POLICY & { routes: unknown[] };
+  withAccounts.routes.push({ id: 'accounts', host: 'api.example.com', methods: ['GET'], path: '/accounts/{a}', scopes: ['read:accounts:{a}'] });
+  const policyFile = join(sc.dir, 'policies', 'policy-0.yaml');
+  writeFileSync(policyFile, stringify(withAccounts));
+  t.equal((await request(`${sc.adminUrl}/reload`, { method: 'POST' })).statusCode, 200);
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345', 'read:accounts:a1'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const get = async (p: string) => {
+    const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
+    await r.body.dump();
+    return r.statusCode;
+  };
+  t.equal(await get('/accounts/a1'), 200);
+  t.equal(await get('/customers/12345/billing'), 200);
+  const metrics = async () => (await request(`${sc.adminUrl}/metrics`)).body.text();
+  const before = await metrics();
+  t.match(before, /^agentwrit_sidecar_requests_total\{route="accounts",decision="allow",code="ok"\} 1$/m);
+  t.match(before, /^agentwrit_sidecar_upstream_duration_seconds_count\{route="accounts"\} 1$/m);
+
+  writeFileSync(policyFile, stringify(BILLING_POLICY));
+  t.equal((await request(`${sc.adminUrl}/reload`, { method: 'POST' })).statusCode, 200);
+  const after = await metrics();
+  t.notMatch(after, /route="accounts"/, 'no series of the removed route');
+  t.match(after, /^agentwrit_sidecar_requests_total\{route="billing-read",decision="allow",code="ok"\} 1$/m, 'the remaining route keeps its count');
+  t.match(after, /^agentwrit_sidecar_request_duration_seconds_count\{route="billing-read",decision="allow"\} 1$/m);
+  t.equal(await get('/accounts/a1'), 403);
+  t.match(await metrics(), /^agentwrit_sidecar_requests_total\{route="none",decision="deny",code="no_route"\} 1$/m, 'refusals without a route are counted as before');
+});
+
 t.test('a replaced broker key file: new tokens served, old ones refused, counted and logged', async (t) => {
   const { keyFile, sc } = await offlineSidecar('aws-keyswap-');
   t.teardown(() => sc.close());

@@ -151,6 +151,19 @@ t.test('a route file that went bad before its first use: refused as upstream_tls
   t.equal(reports.length, 1, 'reported once');
 });
 
+t.test('route files let go of (a reload removed their routes) are read afresh if asked for again', async (t) => {
+  const { file } = setup();
+  const other = setup().file;
+  const trust = new UpstreamTrust(undefined, () => {});
+  const ctx = trust.context(file);
+  const otherCtx = trust.context(other);
+  t.equal(trust.context(file), ctx, 'one context per file while it is in use');
+  trust.retain(new Set([other]));
+  t.equal(trust.context(other), otherCtx, 'a file still in use keeps its context');
+  rmSync(file);
+  t.throws(() => trust.context(file), { code: 'upstream_tls_error' }, 'the removed file is not held: asked for again, it is read again');
+});
+
 t.test('upstream.caFile is checked at start', async (t) => {
   const { file } = setup();
   writeFileSync(file, `${ca1.certPem}-----BEGIN CERTIFICATE-----\nMIIB`);
