@@ -64,13 +64,24 @@ const OUTCOMES: Partial<Record<ErrorCode, Outcome>> = {
 
 export interface VerifierOptions {
   observer?: VerifierObserver;
-  /** Clock in ms (tests). */
+  /** Wall clock in ms, for exp and nbf (tests). */
   now?: () => number;
+  /**
+   * Clock in ms that only moves forward, for the age of broker answers: a wall clock stepped back
+   * would make an old answer look fresh. Defaults to performance.now, or to `now` when that is given.
+   */
+  monotonic?: () => number;
+}
+
+/** A broker call in flight for a token, and when it was sent (monotonic ms; offline checks: -Infinity). */
+interface InFlight {
+  result: Promise<VerifyResult>;
+  sentAt: number;
 }
 
 class Verifier implements TokenVerifier {
   private readonly cache: TokenCache<Entry>;
-  private readonly inflight = new Map<string, Promise<VerifyResult>>();
+  private readonly inflight = new Map<string, InFlight>();
   private readonly offline: OfflineVerifier | undefined;
   private readonly rules: ClaimRules;
   private readonly online: boolean;
@@ -89,6 +100,7 @@ class Verifier implements TokenVerifier {
     private readonly transport: BrokerTransport | undefined,
     private readonly observer: VerifierObserver | undefined,
     private readonly now: () => number,
+    private readonly monotonic: () => number,
   ) {
     const mode = broker.verify ?? 'hybrid';
     this.rules = { issuer: broker.issuer || undefined, audience: broker.audience || undefined, leewayMs: durationMs(broker.leeway) };
@@ -103,44 +115,62 @@ class Verifier implements TokenVerifier {
     this.pruner.unref();
   }
 
-  /** What the cache holds for a token digest right now (read only: verify() drops expired entries). */
-  private probe(key: string, now: number): Probe {
+  /**
+   * What the cache holds for a token digest right now (read only: verify() drops expired entries):
+   * `now` is wall time (exp), `mono` the monotonic time answers are aged by.
+   */
+  private probe(key: string, now: number, mono: number): Probe {
     const slot = this.cache.lookup(key);
     if (slot === -1) return MISS;
     if (now >= this.cache.deadline(slot)) return EXPIRED;
     const entry = this.cache.value(slot);
     if (entry instanceof Refusal) return { kind: 'refused', error: new SidecarError(entry.code, entry.detail) };
     if (!this.online) return { kind: 'fresh', identity: entry, refresh: false };
-    const age = now - this.cache.checkedAt(slot);
+    const age = mono - this.cache.checkedAt(slot);
     if (age < this.revalidateMs) return { kind: 'fresh', identity: entry, refresh: age >= this.refreshAfterMs };
     return { kind: 'stale', identity: entry };
   }
 
   /** A cached positive answer; starts the next broker call when it is due (see REFRESH_AHEAD). */
   private hit(token: string, key: string, found: Probe & { kind: 'fresh' }): VerifyResult {
-    if (found.refresh && !this.inflight.has(key)) {
+    if (found.refresh && this.joinable(key) === undefined) {
       // Not awaited: a failure leaves the entry as it was, and the first request past
       // revalidateAfter asks again (and is refused if the broker still cannot answer).
-      void this.share(key, this.revalidate(token, key, found.identity));
+      void this.share(key, this.revalidate(token, key, found.identity), this.monotonic());
     }
     this.observer?.verification('ok', 'cache');
     return { identity: found.identity, source: 'cache' };
   }
 
-  /** Registers the one broker call in flight for a token; later requests with it wait on the same call. */
-  private share(key: string, started: Promise<VerifyResult>): Promise<VerifyResult> {
+  /**
+   * Registers the one broker call in flight for a token; later requests with it wait on the same
+   * call while it is younger than revalidateAfter (see joinable).
+   */
+  private share(key: string, started: Promise<VerifyResult>, sentAt: number): Promise<VerifyResult> {
+    const entry: InFlight = { result: started, sentAt };
     const forget = () => {
-      if (this.inflight.get(key) === started) this.inflight.delete(key);
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
     };
     void started.then(forget, forget);
-    this.inflight.set(key, started);
+    this.inflight.set(key, entry);
     return started;
+  }
+
+  /**
+   * The call in flight for a token that a request may wait on: the broker's answer reflects the
+   * moment the call was sent, so one sent longer than revalidateAfter ago (a slow broker) is not
+   * joined — its answer could allow a token revoked since. The request asks again.
+   */
+  private joinable(key: string): Promise<VerifyResult> | undefined {
+    const running = this.inflight.get(key);
+    if (!running) return undefined;
+    return this.monotonic() - running.sentAt < this.revalidateMs ? running.result : undefined;
   }
 
   cached(token: string): VerifyResult | undefined {
     if (!wellSized(token)) return undefined;
     const key = hash('sha256', token, 'binary');
-    const found = this.probe(key, this.now());
+    const found = this.probe(key, this.now(), this.monotonic());
     return found.kind === 'fresh' ? this.hit(token, key, found) : undefined;
   }
 
@@ -148,7 +178,7 @@ class Verifier implements TokenVerifier {
     if (!wellSized(token)) return this.refuse(tokenInvalid(DETAIL.format), this.missSource);
     const key = hash('sha256', token, 'binary');
     const now = this.now();
-    const found = this.probe(key, now);
+    const found = this.probe(key, now, this.monotonic());
     if (found.kind === 'fresh') return this.hit(token, key, found);
     if (found.kind === 'expired') {
       this.cache.delete(key);
@@ -156,7 +186,10 @@ class Verifier implements TokenVerifier {
     }
     if (found.kind === 'refused') return this.refuse(found.error, 'cache');
     const known = found.kind === 'stale' ? found.identity : undefined;
-    const pending = this.inflight.get(key) ?? this.share(key, known ? this.revalidate(token, key, known) : this.firstSight(token, key, now));
+    // Offline (no broker call) any check in flight is joined: its answer does not age.
+    const pending =
+      (this.online ? this.joinable(key) : this.inflight.get(key)?.result) ??
+      this.share(key, known ? this.revalidate(token, key, known) : this.firstSight(token, key, now), this.online ? this.monotonic() : NEVER);
     try {
       const result = await pending;
       this.observer?.verification('ok', result.source);
@@ -195,7 +228,7 @@ class Verifier implements TokenVerifier {
    */
   private async revalidate(token: string, key: string, identity: AgentIdentity): Promise<VerifyResult> {
     const epoch = this.keyEpoch;
-    const sentAt = this.now();
+    const sentAt = this.monotonic();
     const answer = await this.ask(token);
     const deadline = expiryDeadlineMs(identity.exp, this.rules.leewayMs);
     if (!answer.valid) {
@@ -211,16 +244,24 @@ class Verifier implements TokenVerifier {
   /** Online mode, first sight of a token: the broker's claims are the identity. */
   private async onlineFirst(token: string, key: string, now: number): Promise<VerifyResult> {
     const epoch = this.keyEpoch;
-    const sentAt = this.now();
+    const sentAt = this.monotonic();
     const answer = await this.ask(token);
     if (!answer.valid) throw new SidecarError('token_invalid', ONLINE_INVALID);
     const identity = identityFromClaims(answer.claims);
-    // The broker judged exp/nbf with its clock and does not check aud: enforce iss/aud and our exp.
-    checkClaims(identity, this.rules, now, false);
-    await this.checkChainOnline(token, answer);
+    const deadline = expiryDeadlineMs(identity.exp, this.rules.leewayMs);
+    try {
+      // The broker judged exp/nbf with its clock and does not check aud: enforce iss/aud and our exp.
+      checkClaims(identity, this.rules, now, false);
+      await this.checkChainOnline(token, answer);
+    } catch (e) {
+      // A token the broker vouched for that we refuse for what it says (issuer, audience, its
+      // chain): refused from the cache until it expires, not asked about on every request.
+      if (isSidecarError(e) && e.code !== 'broker_unavailable' && epoch === this.keyEpoch) this.cache.set(key, new Refusal(e.code, e.detail), deadline, NEVER);
+      throw e;
+    }
     // A delegation chain checked under a key replaced meanwhile: checked again, not cached.
     if (epoch !== this.keyEpoch) return this.onlineFirst(token, key, this.now());
-    this.cache.set(key, identity, expiryDeadlineMs(identity.exp, this.rules.leewayMs), sentAt);
+    this.cache.set(key, identity, deadline, sentAt);
     return { identity, source: 'online' };
   }
 
@@ -313,6 +354,7 @@ export async function createTokenVerifier(broker: SidecarConfig['broker'], opts:
     throw e;
   }
   const client = mode === 'offline' ? undefined : new BrokerClient(broker.url as string, transport as BrokerTransport);
-  verifier = new Verifier({ ...broker, verify: mode }, keys, client, transport, opts.observer, opts.now ?? Date.now);
+  const monotonic = opts.monotonic ?? opts.now ?? (() => performance.now());
+  verifier = new Verifier({ ...broker, verify: mode }, keys, client, transport, opts.observer, opts.now ?? Date.now, monotonic);
   return verifier;
 }

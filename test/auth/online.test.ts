@@ -1,4 +1,6 @@
 import { createHash, sign } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { goJson } from '../../src/auth/delegation.js';
@@ -98,6 +100,84 @@ t.test('audience is enforced even when the broker says valid', async (t) => {
   t.equal(await code(issuer.verify(fresh({ iss: 'https://other.example' }))), 'token_invalid', 'issuer enforced online too');
   await issuer.close();
 });
+
+t.test('online: a token the broker vouches for but this sidecar refuses (audience) is refused from the cache', async (t) => {
+  const broker = await startValidateBroker('valid');
+  t.teardown(() => broker.close());
+  const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: 'online', audience: 'sidecar-a' }));
+  t.teardown(() => v.close());
+  const other = fresh({ aud: ['sidecar-b'] });
+  for (let i = 0; i < 20; i++) t.equal(await code(v.verify(other)), 'token_invalid');
+  t.equal(broker.calls, 1, 'one broker call, not one per request');
+});
+
+/**
+ * A validate endpoint that decides when a question arrives (as a broker does) and answers after
+ * `delayMs`: a slow broker, within broker.timeout.
+ */
+async function decidingBroker(t: Test) {
+  const st = { revoked: false, delayMs: 0, calls: 0, url: '' };
+  const srv = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => {
+      body += c;
+    });
+    req.on('end', () => {
+      st.calls++;
+      const claims = Buffer.from((JSON.parse(body) as { token: string }).token.split('.')[1], 'base64url').toString();
+      const out = st.revoked ? '{"valid":false,"error":"token is invalid or expired"}' : `{"valid":true,"claims":${claims}}`;
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(out), st.delayMs);
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  st.url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  return st;
+}
+
+for (const mode of ['hybrid', 'online'] as const) {
+  t.test(`${mode}: a request does not wait on a broker call sent longer than revalidateAfter ago`, async (t) => {
+    const broker = await decidingBroker(t);
+    const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, revalidateAfter: '300ms', timeout: '5s' }));
+    t.teardown(() => v.close());
+    const token = fresh();
+    t.equal(await code(v.verify(token)), 'ok');
+    await sleep(350);
+    broker.delayMs = 1500;
+    // Past the window: this request asks the broker, which decides "valid" at once and answers late.
+    const first = code(v.verify(token));
+    await sleep(50);
+    broker.revoked = true;
+    await sleep(600);
+    // 650 ms after that call was sent: its answer would be older than revalidateAfter.
+    t.equal(await code(v.verify(token)), 'token_revoked', 'asked again, and refused');
+    t.equal(await first, 'ok', 'the request that sent the earlier call gets its answer');
+    t.equal(broker.calls, 3, 'first sight, the late call, the one asked again');
+  });
+
+  t.test(`${mode}: answers age by a clock that only moves forward, not by the wall clock`, async (t) => {
+    const broker = await startValidateBroker('valid');
+    t.teardown(() => broker.close());
+    let wall = Date.now();
+    let mono = 1_000_000;
+    const v = await createTokenVerifier(brokerConfig({ url: broker.url, verify: mode, publicKeyFile: files.spki, revalidateAfter: '2s' }), {
+      now: () => wall,
+      monotonic: () => mono,
+    });
+    t.teardown(() => v.close());
+    const token = agentToken({ exp: nowSeconds() + 3600, iat: nowSeconds() - 1 });
+    t.equal(await code(v.verify(token)), 'ok');
+    broker.mode = 'invalid';
+    // The wall clock is stepped back ten minutes, then nine minutes go by.
+    wall -= 10 * 60_000;
+    wall += 9 * 60_000;
+    mono += 9 * 60_000;
+    t.equal(await code(v.verify(token)), 'token_revoked', 'the answer from nine minutes ago is not used');
+  });
+}
 
 t.test('broker trouble fails closed with broker_unavailable', async (t) => {
   for (const mode of ['online', 'hybrid'] as const) {
