@@ -10,7 +10,7 @@ import type { LoadedConfig } from './config/load.js';
 import { durationMs } from './config/schema.js';
 import { createConnectHandler } from './ingress/connect.js';
 import { Interceptor } from './ingress/intercept.js';
-import { clientErrorRefusal, refuseRaw } from './ingress/raw-socket.js';
+import { clientErrorRefusal, OpenSplices, refuseRaw } from './ingress/raw-socket.js';
 import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
@@ -100,6 +100,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     },
   });
 
+  // Lost audit records are logged at most once a minute, with how many since the last such line.
+  let lostSinceLog = 0;
+  let lostLoggedAt = 0;
   const audit = await openAuditSink({
     path: config.audit.path,
     onFailure: config.audit.onFailure,
@@ -120,6 +123,14 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       metrics.auditWriteErrors.inc();
       logger.error({ err: err.message }, 'audit write failed');
     },
+    onLost: (n) => {
+      metrics.auditRecordsLost.inc(n);
+      lostSinceLog += n;
+      if (Date.now() - lostLoggedAt < 60_000) return;
+      lostLoggedAt = Date.now();
+      logger.error({ lost: lostSinceLog, onFailure: config.audit.onFailure }, 'audit records lost (not written); counted in agentwrit_sidecar_audit_records_lost_total');
+      lostSinceLog = 0;
+    },
   });
   const counted = metrics.verifierObserver();
   // A verifier that cannot start (say a missing key file) closes the audit log, releasing its lock.
@@ -138,7 +149,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     await audit.close().catch(() => {});
     throw err;
   });
-  const rt: Runtime = { config, generation: () => generation, verifier, forwarder, audit, metrics, logger, draining: false };
+  const rt: Runtime = { config, generation: () => generation, verifier, forwarder, audit, metrics, logger, draining: false, splices: new OpenSplices() };
 
   const applied = (g: Generation) => {
     generation = g;
@@ -148,7 +159,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     forwarder.retainRouteCaFiles(new Set(g.policy.routes.flatMap((r) => (r.def.caFile === undefined ? [] : [r.def.caFile]))));
     metrics.policyGeneration.set(g.id);
     metrics.policyRoutes.set(g.policy.routes.length);
-    audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest });
+    // The generation is in service whether or not the log can be written right now: kept.
+    audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest }, true);
   };
   try {
     applied(await buildGeneration(1, config.policies, loaded.baseDir, env));
@@ -307,7 +319,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     reloader.stop();
     proxy.close();
     admin.close();
-    interceptor.close();
+    void interceptor.close();
     await Promise.allSettled([audit.close(), verifier.close(), forwarder.close()]);
     throw err;
   }
@@ -327,7 +339,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         });
       }
       proxy.closeAllConnections();
-      interceptor.close();
+      // Tunnels and WebSockets end now; their tunnel_closed records are written before the audit log closes.
+      await Promise.all([interceptor.close(), rt.splices.cutAll()]);
       for (const s of sockets) s.destroy();
       await forwarder.close();
       // An audit log that cannot be completed is reported, after everything else is closed.

@@ -43,6 +43,8 @@ export interface AuditSinkOptions {
   maxQueue: number;
   /** Called for every failed write attempt (metrics, logs). */
   onWriteError?: (err: Error) => void;
+  /** Called with the number of records that will never be written (see OpenedAuditSink.failures). */
+  onLost?: (n: number) => void;
   /** Start a new file once the current one holds this many bytes; 0 or absent: never. */
   rotateBytes?: number;
   /** Rotated files kept (PATH.1 … PATH.N); default 5. */
@@ -167,22 +169,25 @@ class ChainedSink implements OpenedAuditSink {
     this.opensRotated = file?.continuesRotated ?? false;
   }
 
-  append(event: AuditEvent): boolean {
+  append(event: AuditEvent, served = false): boolean {
     if (this.closed) {
-      this.failed++;
+      this.lose(1);
       return false;
     }
     if (this.halted) {
-      this.failed++;
+      this.lose(1);
       return this.opts.onFailure === 'open';
     }
     const full = this.depth() >= this.opts.maxQueue;
-    if (this.opts.onFailure === 'closed' && (this.failing || full)) {
-      this.failed++;
-      return false;
-    }
-    if (full) {
-      this.failed++;
+    if (this.opts.onFailure === 'closed') {
+      // What was let through while the log was healthy is kept (beyond maxQueue too: the refusals
+      // that follow bound it), and written once the log recovers; a refusal's record is dropped.
+      if ((this.failing || full) && !served) {
+        this.lose(1);
+        return false;
+      }
+    } else if (full) {
+      this.lose(1);
       return true;
     }
     this.queue.push(prepareRecord(event));
@@ -208,7 +213,7 @@ class ChainedSink implements OpenedAuditSink {
   halt(reason: string): void {
     if (this.halted || this.closed) return;
     this.halted = new Error(reason);
-    this.failed += this.queue.length;
+    this.lose(this.queue.length);
     this.queue = [];
     for (const w of this.waiters) w.reject(this.halted);
     this.waiters = [];
@@ -239,6 +244,17 @@ class ChainedSink implements OpenedAuditSink {
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
+  }
+
+  /** Records that will never be written: counted, and reported (metrics). */
+  private lose(n: number): void {
+    if (n === 0) return;
+    this.failed += n;
+    try {
+      this.opts.onLost?.(n);
+    } catch {
+      // A broken metrics hook must not stop the sink.
+    }
   }
 
   private depth(): number {
@@ -310,7 +326,7 @@ class ChainedSink implements OpenedAuditSink {
     for (;;) {
       const p = this.pending;
       if (this.halted && (!p || p.offset === 0)) {
-        if (p) this.failed += p.count;
+        if (p) this.lose(p.count);
         this.pending = null;
         return;
       }
@@ -401,7 +417,7 @@ class ChainedSink implements OpenedAuditSink {
     }
     if (lastErr) {
       const lost = this.depth();
-      this.failed += lost;
+      this.lose(lost);
       throw new Error(`audit: ${lost} records could not be written: ${lastErr.message}`, { cause: lastErr });
     }
   }

@@ -42,8 +42,13 @@ export interface AuditEvent {
 }
 
 export interface AuditSink {
-  /** Never blocks on disk. Returns false when the sink is failing (queue full or write errors). */
-  append(event: AuditEvent): boolean;
+  /**
+   * Never blocks on disk. Returns false when the sink is failing (queue full or write errors).
+   * `served`: the record of something already let through (admitted while the log was healthy, a
+   * generation in service, a tunnel's end): with onFailure closed it is kept even while the sink
+   * fails, since refusing it would leave a served decision unaudited.
+   */
+  append(event: AuditEvent, served?: boolean): boolean;
   /** True while records are being written successfully. */
   healthy(): boolean;
   /** Records waiting to be written. */

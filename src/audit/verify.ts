@@ -26,8 +26,12 @@ export interface VerifyReport {
   firstBad?: { line: number; seq?: number; reason: string; file?: string };
 }
 
-/** Far beyond any real record; stops a newline-free stream from growing memory without bound. */
-const MAX_LINE = 1024 * 1024;
+/**
+ * Far beyond any record the sidecar writes (a request head is at most proxy.maxHeaderBytes, 1 MiB,
+ * and a record repeats parts of it a few times); stops a newline-free stream from growing memory
+ * without bound.
+ */
+const MAX_LINE = 64 * 1024 * 1024;
 
 class ChainChecker {
   records = 0;
@@ -46,7 +50,10 @@ class ChainChecker {
     if (text === '') return this.fail(undefined, 'empty line (not JSON)');
     const c = checkLine(text);
     if (!c.ok) return this.fail(c.seq, c.reason);
-    if (this.records === 0 && c.seq > 1 && isRotatedStart(text)) {
+    const rotated = isRotatedStart(text);
+    // The sink writes a rotated record only as the first line of a new file.
+    if (rotated && this.lineNo > 1) return this.fail(c.seq, 'a rotated record that does not start its file (records moved between files)');
+    if (this.records === 0 && c.seq > 1 && rotated) {
       // The first file given starts a rotated file whose predecessors are not at hand.
       this.startsAt = { seq: c.seq, prevHash: c.prevHash };
       this.seq = c.seq - 1;
@@ -79,7 +86,7 @@ class ChainChecker {
 
 /** The record the sink writes first in a file it starts after rotating (checked valid by the caller). */
 function isRotatedStart(text: string): boolean {
-  return (JSON.parse(text) as { type?: unknown }).type === ROTATED_TYPE;
+  return text.includes(`"type":"${ROTATED_TYPE}"`) && (JSON.parse(text) as { type?: unknown }).type === ROTATED_TYPE;
 }
 
 export async function verifyAuditStream(input: NodeJS.ReadableStream): Promise<VerifyReport> {
@@ -97,8 +104,8 @@ export async function verifyAuditStreams(inputs: Array<{ open: () => NodeJS.Read
   for (const [i, { open, name }] of inputs.entries()) {
     checker.file = name;
     checker.lineNo = 0;
-    const boundary = i === 0 ? undefined : { last: i === inputs.length - 1 };
-    if (!(await checkStream(checker, open(), boundary))) break;
+    const place = { first: i === 0, last: i === inputs.length - 1 };
+    if (!(await checkStream(checker, open(), place))) break;
   }
   return checker.report();
 }
@@ -111,10 +118,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * bytes and each decoded strictly: a byte that is not UTF-8 would otherwise be read as U+FFFD,
  * and a record whose text held U+FFFD would still match its hash.
  */
-async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, boundary?: { last: boolean }): Promise<boolean> {
+async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, place: { first: boolean; last: boolean }): Promise<boolean> {
   let carry: Buffer = Buffer.alloc(0);
-  let first = boundary !== undefined;
+  // Every file after the first starts with its rotated record.
+  let first = !place.first;
+  let empty = true;
   const line = (bytes: Buffer): boolean => {
+    empty = false;
     let text: string;
     try {
       text = utf8.decode(bytes);
@@ -162,8 +172,8 @@ async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, 
     checker.fail(c?.seq, `incomplete last line: no newline at the end (torn write; ${detail})`);
     return false;
   }
-  if (first && boundary && !boundary.last) {
-    return checker.fail(undefined, 'an empty file between others (a rotated file holds at least its rotated record)');
+  if (empty && !place.last) {
+    return checker.fail(undefined, 'an empty file before others (a rotated file holds at least its rotated record)');
   }
   return true;
 }

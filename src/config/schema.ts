@@ -70,7 +70,12 @@ export const SidecarConfigSchema = z.strictObject({
       /** Largest request body forwarded upstream, in bytes. */
       maxRequestBodyBytes: z.number().int().positive().default(10 * 1024 * 1024),
       /** Largest total size of request headers, in bytes. */
-      maxHeaderBytes: z.number().int().positive().default(32 * 1024),
+      maxHeaderBytes: z
+        .number()
+        .int()
+        .positive()
+        .max(1024 * 1024)
+        .default(32 * 1024),
       /** Idle keep-alive timeout for agent connections. */
       keepAliveTimeout: Duration.default('5s'),
       /** Time allowed to receive a whole request head. */

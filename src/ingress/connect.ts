@@ -190,7 +190,7 @@ async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt
   recordTunnel(rt, { type: 'tunnel', requestId: a.requestId, outcome: 'passed_through', host: a.host, port: a.port, identity: a.identity, scopes: a.scopes });
   rt.metrics.activeTunnels.inc();
   if (head.length > 0) upstream.write(head);
-  splice(socket, upstream, { idleMs: durationMs(rt.config.tls.tunnelIdleTimeout), watch: tokenWatchFor(rt, token, a.identity!) }).then(
+  splice(socket, upstream, { idleMs: durationMs(rt.config.tls.tunnelIdleTimeout), watch: tokenWatchFor(rt, token, a.identity!), registry: rt.splices }).then(
     (r) => {
       rt.metrics.activeTunnels.dec();
       recordTunnel(rt, {

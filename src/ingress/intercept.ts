@@ -211,10 +211,15 @@ export class Interceptor {
     socket.resume();
   }
 
-  /** Cuts every open tunnel (shutdown, after the grace period). */
-  close(): void {
-    for (const socket of this.#active.keys()) socket.destroy();
+  /** Cuts every open tunnel (shutdown, after the grace period); resolves once each is closed and recorded. */
+  async close(): Promise<void> {
+    const closing = [...this.#active.keys()].map((socket) => {
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.destroy();
+      return closed;
+    });
     this.server.close();
     this.server.closeAllConnections();
+    await Promise.all(closing);
   }
 }

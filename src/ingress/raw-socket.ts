@@ -101,7 +101,32 @@ export interface SpliceResult {
   bytesOut: number;
   durationMs: number;
   /** Which side ended it first, or why it was cut. */
-  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'token_expired' | 'token_revoked';
+  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'token_expired' | 'token_revoked' | 'shutdown';
+}
+
+/**
+ * One sidecar's spliced connections (pass-through tunnels, WebSockets), so that shutdown can end
+ * them at once (no linger) and wait until what follows each (its tunnel_closed record) is done.
+ */
+export class OpenSplices {
+  private readonly open = new Map<Promise<SpliceResult>, () => void>();
+
+  /** Called by splice() for each connection while it lasts. */
+  add(done: Promise<SpliceResult>, cut: () => void): void {
+    this.open.set(done, cut);
+    const forget = () => this.open.delete(done);
+    done.then(forget, forget);
+  }
+
+  /**
+   * Cuts every open one; resolves once each has closed and the code awaiting it has run (its
+   * continuations were attached before this call, so they run before this one's).
+   */
+  async cutAll(): Promise<void> {
+    const all = [...this.open];
+    for (const [, cut] of all) cut();
+    await Promise.allSettled(all.map(([done]) => done));
+  }
 }
 
 /** How long a side that already closed waits for the other to finish its own close. */
@@ -120,6 +145,8 @@ export function splice(
     startedAt?: number;
     /** Cuts the connection for a reason of its own (token-watch.ts); returns its stop function. */
     watch?: (cut: (reason: 'token_expired' | 'token_revoked') => void) => () => void;
+    /** Where shutdown finds it. */
+    registry?: OpenSplices;
   },
 ): Promise<SpliceResult> {
   const started = opts.startedAt ?? performance.now();
@@ -160,7 +187,7 @@ export function splice(
   client.pipe(upstream);
   upstream.pipe(client);
   let closed = 0;
-  return new Promise((resolve) => {
+  const done = new Promise<SpliceResult>((resolve) => {
     const onClose = (side: 'client' | 'upstream') => () => {
       note(side === 'client' ? 'client_closed' : 'upstream_closed');
       linger(side === 'client' ? upstream : client);
@@ -172,4 +199,6 @@ export function splice(
     client.once('close', onClose('client'));
     upstream.once('close', onClose('upstream'));
   });
+  opts.registry?.add(done, () => cut('shutdown'));
+  return done;
 }

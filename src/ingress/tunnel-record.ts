@@ -52,7 +52,8 @@ export function recordTunnel(rt: Runtime, ev: TunnelEvent): void {
     bytes_out: ev.bytesOut,
     duration_ms: ev.durationMs,
   };
-  rt.audit.append(event);
+  // An allowed CONNECT passed the audit check; a tunnel's end follows one that did.
+  rt.audit.append(event, decision === 'allow' || ev.type === 'tunnel_closed');
   if (ev.type === 'tunnel' && ev.outcome !== 'websocket') rt.metrics.tunnels.inc({ outcome: ev.outcome });
   rt.logger.info(
     {

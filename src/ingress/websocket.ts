@@ -236,7 +236,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     const started = performance.now();
     // The token the upgrade was allowed with (prepareRequest found one): the WebSocket ends with it.
     const token = extractToken(req.headers, tunnelContextOf(req.socket)?.token).token as string;
-    const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, st.identity!) });
+    const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, st.identity!), registry: rt.splices });
     recordTunnel(rt, {
       type: 'tunnel_closed',
       requestId: st.requestId,

@@ -30,6 +30,8 @@ export interface RequestState {
   upstreamStatus?: number;
   upstreamSeconds?: number;
   error?: SidecarError;
+  /** Past the audit check: from here on the request may reach the upstream, and its record is kept. */
+  admitted?: boolean;
 }
 
 function authenticateError(kind: CanonicalRequest['kind'] | undefined, malformed: boolean): SidecarError {
@@ -174,6 +176,7 @@ function afterVerify(
   if (rt.config.audit.onFailure === 'closed' && !rt.audit.healthy()) {
     throw new SidecarError('audit_unavailable', 'the audit log cannot be written; requests are refused until it can');
   }
+  st.admitted = true;
   const withBody = hasBody(req, rt.config.proxy.maxRequestBodyBytes);
   const out = buildOutbound(req, canon, st.requestId);
   const prepared: PreparedRequest = { out, match, withBody };

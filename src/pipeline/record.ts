@@ -60,7 +60,7 @@ export function recordDecision(rt: Runtime, st: RequestState): void {
     duration_ms: ms,
   };
   // A failing sink is counted by the sink itself; the next requests are refused in closed mode.
-  rt.audit.append(event);
+  rt.audit.append(event, st.admitted === true);
   rt.metrics.recordRequest(routeId, decision, code, seconds, st.upstreamSeconds);
   if (!rt.logger.isLevelEnabled('info')) return; // no fields object when the line is not written
   logRequest(

@@ -5,6 +5,7 @@ import type { ConnectorRegistry } from '../connectors/registry.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { OpenSplices } from '../ingress/raw-socket.js';
 import type { Forwarder } from '../upstream/forwarder.js';
 
 /** One configuration generation: built whole, swapped in by one reference assignment. */
@@ -29,4 +30,6 @@ export interface Runtime {
   logger: Logger;
   /** True once shutdown began: finish in-flight work, accept nothing new. */
   draining: boolean;
+  /** Pass-through tunnels and WebSockets open right now (shutdown ends them). */
+  splices: OpenSplices;
 }

@@ -96,6 +96,11 @@ export class Metrics {
     help: 'Failed writes of audit records.',
     registers: [this.registry],
   });
+  readonly auditRecordsLost = new Counter({
+    name: 'agentwrit_sidecar_audit_records_lost_total',
+    help: 'Audit records that will never be written: refusals while the log failed (onFailure closed), records beyond audit.maxQueue (open), records still unwritten at shutdown or when another writer took the log.',
+    registers: [this.registry],
+  });
   /** Requests between head and the response's close, counted by the server; the gauge reads it at scrape time. */
   readonly connectionsDropped = new Counter({
     name: 'agentwrit_sidecar_connections_dropped_total',

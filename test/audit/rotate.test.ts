@@ -89,7 +89,22 @@ t.test('records moved from one file into the next, or a file emptied into it, ar
   await writeFile(path, b + c);
   const merged = await verify(files);
   t.equal(merged.code, 1, 'a file emptied into the next');
-  t.match(merged.out, /an empty file between others/);
+  t.match(merged.out, /an empty file before others/);
+
+  // The current file appended to .1, and left empty: a rotated record inside .1.
+  await writeFile(`${path}.1`, b + c);
+  await writeFile(path, '');
+  const appended = await verify(files);
+  t.equal(appended.code, 1, 'the newest file emptied into the one before it');
+  t.match(appended.out, /a rotated record that does not start its file/);
+
+  // The oldest file given emptied into the next: an empty first file.
+  await writeFile(`${path}.2`, '');
+  await writeFile(`${path}.1`, a + b);
+  await writeFile(path, c);
+  const front = await verify(files);
+  t.equal(front.code, 1, 'the oldest file emptied into the next');
+  t.match(front.out, /an empty file before others/);
 
   // As written, and an empty newest file (the sink had just opened it): fine.
   await writeFile(`${path}.2`, a);

@@ -50,6 +50,17 @@ t.test('an intact log verifies: count and head hash', async (t) => {
   t.same(await verifyText(''), { ok: true, records: 0, headHash: '0'.repeat(64) });
 });
 
+t.test('a record of several MiB (a request head near the 1 MiB limit, repeated in its fields) verifies', async (t) => {
+  const path = join(dir, 'long.jsonl');
+  const sink = await openAuditSink({ path, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100 });
+  const long = 'x'.repeat(1024 * 1024);
+  sink.append({ type: 'request', time: '2025-01-01T00:00:01.000Z', request_id: 'r1', decision: 'deny', raw_path: `/customers/${long}/billing`, scopes: [`read:billing:customer-${long}`, `read:other:${long}`] });
+  await sink.close();
+  const r = await verifyAuditStream(createReadStream(path));
+  t.equal(r.ok, true, JSON.stringify(r.firstBad));
+  t.equal(r.records, 1);
+});
+
 t.test('tampering is found and the first bad record named', async (t) => {
   const lines = await goodLog();
   const rec = lines.map((l) => JSON.parse(l));
