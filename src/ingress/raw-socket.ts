@@ -32,6 +32,28 @@ export function writeRawProblem(socket: Duplex, err: SidecarError, requestId: st
   if (err.code === 'token_required') head += `proxy-authenticate: ${PROXY_AUTHENTICATE}\r\n`;
   if (err.code === 'token_missing' || err.status === 401) head += 'www-authenticate: Bearer realm="agentwrit-sidecar"\r\n';
   socket.end(`${head}\r\n${body}`);
+  closeAfterEnd(socket);
+}
+
+/** How long a side that already closed waits for the other to finish its own close. */
+const LINGER_MS = 2_000;
+
+/**
+ * A socket node no longer manages, once our answer is ended: read on and discard (so the peer's
+ * close is seen and frees it), and destroyed LINGER_MS after our end went out if the peer has not
+ * closed by then. These sockets allow half-open connections: a peer that never closes its side
+ * would otherwise hold the socket, and a proxy.maxConnections place, for ever.
+ */
+export function closeAfterEnd(socket: Duplex): void {
+  if (socket.destroyed) return;
+  socket.resume();
+  const linger = () => {
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  };
+  if (socket.writableFinished) linger();
+  else socket.once('finish', linger);
 }
 
 /**
@@ -128,9 +150,6 @@ export class OpenSplices {
     await Promise.allSettled(all.map(([done]) => done));
   }
 }
-
-/** How long a side that already closed waits for the other to finish its own close. */
-const LINGER_MS = 2_000;
 
 /**
  * Relays bytes both ways with backpressure until both sides are closed. A clean close on one side

@@ -18,7 +18,7 @@ import { nextRequestId } from '../pipeline/request-id.js';
 import { toSidecarError } from '../pipeline/respond.js';
 import type { Runtime } from '../runtime/types.js';
 import { stripHopByHop, upstreamErrorToSidecar } from '../upstream/forwarder.js';
-import { splice, writeRawProblem } from './raw-socket.js';
+import { closeAfterEnd, splice, writeRawProblem } from './raw-socket.js';
 import { extractToken } from './token.js';
 import { tokenWatchFor } from './token-watch.js';
 import { tunnelContextOf } from './tunnel-context.js';
@@ -170,6 +170,8 @@ function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, i
     if (!res.complete) client.destroy();
   });
   client.once('close', () => res.destroy());
+  // Relayed to its end: then the agent's connection closes, as the Connection: close above says.
+  client.once('finish', () => closeAfterEnd(client));
   res.pipe(client);
 }
 
