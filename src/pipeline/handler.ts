@@ -73,7 +73,14 @@ const NOT_FORWARDED: ReadonlySet<string> = new Set([
   'x-rewrite-url',
   'forwarded',
 ]);
-const notForwarded = (name: string) => NOT_FORWARDED.has(name) || name.startsWith('x-forwarded-');
+/**
+ * CGI and WSGI servers (and what runs on them) read `X_Forwarded_Host` as they read
+ * `X-Forwarded-Host` (both become HTTP_X_FORWARDED_HOST): names are compared with `_` as `-`.
+ */
+const notForwarded = (name: string) => {
+  const n = name.includes('_') ? name.replaceAll('_', '-') : name;
+  return NOT_FORWARDED.has(n) || n.startsWith('x-forwarded-');
+};
 
 function buildOutbound(req: IncomingMessage, canon: CanonicalRequest, requestId: string): OutboundRequest {
   const headers = stripHopByHop(req.headers, notForwarded);

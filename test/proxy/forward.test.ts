@@ -101,6 +101,20 @@ t.test('fields that would make the upstream take another method, path or host ar
   );
   t.equal(seen.headers['x-agent-note'], 'kept', 'other fields of the agent are forwarded');
   t.same([seen.method, seen.url], ['GET', '/customers/12345/billing']);
+
+  // The same names spelled with underscores, which CGI and WSGI servers read as the same variables.
+  const underscored = Object.fromEntries(Object.entries(overrides).map(([k, v]) => [k.replaceAll('-', '_'), v]));
+  const agentCredentials = { proxy_authorization: `Bearer ${good}`, x_request_id: 'agent-chosen' };
+  const u = await viaProxy('/customers/12345/billing', { headers: { ...underscored, ...agentCredentials, x_agent_note: 'kept' } });
+  t.equal(u.status, 200);
+  const seenU = u.json() as Received;
+  t.same(
+    [...Object.keys(underscored), ...Object.keys(agentCredentials)].filter((h) => seenU.headers[h] !== undefined),
+    [],
+    'nor with underscores',
+  );
+  t.equal(seenU.headers.x_agent_note, 'kept');
+  t.notOk(JSON.stringify(seenU).includes(good), 'the agent token not forwarded under another spelling');
 });
 
 t.test('hop-by-hop fields do not cross the proxy, either way', async (t) => {
