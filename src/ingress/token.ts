@@ -12,7 +12,11 @@ import { decodePaddedBase64 } from '../base64.js';
 
 /** A compact JWS has exactly three base64url segments; anything else is not worth verifying. */
 const JWS_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-const MAX_TOKEN_LENGTH = 16 * 1024;
+/**
+ * The verifier's own bound. A real broker sets no limit on scopes, and each delegation record
+ * repeats its delegator's, so a token may run to tens of KB (proxy.maxHeaderBytes bounds it too).
+ */
+const MAX_TOKEN_LENGTH = 64 * 1024;
 
 function bearer(value: string | undefined): string | undefined {
   if (!value || value.length < 8) return undefined;

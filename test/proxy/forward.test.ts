@@ -209,6 +209,15 @@ t.test('invalid, expired and foreign tokens: 401', async (t) => {
   }
 });
 
+t.test('a token of many scopes, over 16 KiB, is taken (within proxy.maxHeaderBytes)', async (t) => {
+  const scopes = ['read:billing:customer-12345', ...Array.from({ length: 300 }, (_, i) => `read:inventory-${i}:warehouse-${i}-shelf`)];
+  const big = await signToken(key, { scope: scopes });
+  t.ok(big.length > 16 * 1024, `${big.length} characters`);
+  const r = await viaProxy('/customers/12345/billing', { token: big });
+  t.equal(r.status, 200);
+  t.equal((r.json() as Received).headers.authorization, `Bearer ${SECRET}`);
+});
+
 t.test('token intake: Authorization Bearer and Basic password are accepted and stripped', async (t) => {
   const bare = new ProxyAgent({ uri: sc.proxyUrl, proxyTunnel: false });
   const res = await request('http://api.example.com/customers/12345/billing', { dispatcher: bare, headers: { authorization: `Bearer ${good}` } });
