@@ -91,11 +91,40 @@ function segment(raw: string, a: number, b: number, encoded: boolean): string {
       throw ambiguous('invalid percent-encoding in the path (not UTF-8)');
     }
   }
-  // ".." with a path parameter (";x") is still ".." to servlet containers.
-  if (s.charCodeAt(0) === 46 && (s === '.' || s === '..' || s.startsWith('.;') || s.startsWith('..;'))) {
-    throw ambiguous('dot segment in the path');
+  if (isDotSegment(s)) throw ambiguous('dot segment in the path');
+  // Encoded twice (%252e%252e, %252f): harmless here, but an upstream that decodes again would
+  // read a dot segment or another path than the one authorized.
+  if (encoded && s.includes('%') && unsafeDecodedAgain(s)) {
+    throw ambiguous('"%" encoded as %25 before what decodes to a dot segment, "/", "\\" or a control character (encoded twice)');
   }
   return s;
+}
+
+/**
+ * Whether a decoded segment, decoded once more as a lenient decoder would (each valid %XX, the rest
+ * as it is), is a dot segment or holds "/", "\", NUL or another control character.
+ */
+function unsafeDecodedAgain(s: string): boolean {
+  let again = '';
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c === 37 && i + 2 < s.length) {
+      const h = hex(s.charCodeAt(i + 1));
+      const l = h >= 0 ? hex(s.charCodeAt(i + 2)) : -1;
+      if (l >= 0) {
+        c = h * 16 + l;
+        i += 2;
+        if (c === 0x2f || c === 0x5c || c < 32 || c === 127) return true;
+      }
+    }
+    again += String.fromCharCode(c);
+  }
+  return isDotSegment(again);
+}
+
+/** "." or "..", also with a path parameter (";x"), which is still ".." to servlet containers. */
+function isDotSegment(s: string): boolean {
+  return s.charCodeAt(0) === 46 && (s === '.' || s === '..' || s.startsWith('.;') || s.startsWith('..;'));
 }
 
 function checkQuery(raw: string, start: number): void {
