@@ -5,7 +5,7 @@
  * pass over the target and table lookups.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { isIPv6 } from 'node:net';
+import { canonicalIPv6 } from '../ipv6.js';
 import { SidecarError } from '../errors.js';
 import type { CanonicalRequest } from '../policy/types.js';
 
@@ -141,8 +141,9 @@ function parseAuthority(auth: string, defaultPort: number, what: string): { host
   if (auth.charCodeAt(0) === 91) {
     const close = auth.indexOf(']');
     if (close < 0) throw bad(`${what}: unterminated IPv6 address`);
-    host = auth.slice(1, close).toLowerCase();
-    if (!isIPv6(host)) throw bad(`${what}: invalid IPv6 address`);
+    const v6 = canonicalIPv6(auth.slice(1, close));
+    if (v6 === undefined) throw bad(`${what}: invalid IPv6 address`);
+    host = v6;
     const after = auth.slice(close + 1);
     if (after !== '') {
       if (after.charCodeAt(0) !== 58) throw bad(`${what}: invalid authority`);

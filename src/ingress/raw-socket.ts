@@ -4,6 +4,7 @@
  */
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { canonicalIPv6 } from '../ipv6.js';
 import { ERROR_CATALOGUE, SidecarError } from '../errors.js';
 import { recordDecision } from '../pipeline/record.js';
 import { nextRequestId } from '../pipeline/request-id.js';
@@ -95,8 +96,9 @@ export function parseConnectAuthority(target: string | undefined): { host: strin
   if (target.charCodeAt(0) === 91) {
     const close = target.indexOf(']');
     if (close < 0 || target.charCodeAt(close + 1) !== 58) throw bad();
-    host = target.slice(1, close).toLowerCase();
-    if (!isIPv6(host)) throw bad();
+    const v6 = canonicalIPv6(target.slice(1, close));
+    if (v6 === undefined) throw bad();
+    host = v6;
     portText = target.slice(close + 2);
   } else {
     const colon = target.lastIndexOf(':');

@@ -2,7 +2,8 @@
  * The three small languages of a route: host patterns, path templates and scope templates.
  * Each is parsed once at load (every problem reported) into a form that matches without parsing.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4 } from 'node:net';
+import { canonicalIPv6 } from '../ipv6.js';
 import { parseScope } from '../auth/scope.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -24,8 +25,10 @@ function isHostname(h: string): boolean {
 /** Parses a route or pass-through host; returns an error message when it is not valid. */
 export function parseHostPattern(input: string): HostPattern | string {
   const h = input.toLowerCase();
-  if (h.startsWith('[') && h.endsWith(']') && isIPv6(h.slice(1, -1))) return { kind: 'exact', host: h.slice(1, -1) };
-  if (isIPv6(h) || isIPv4(h)) return { kind: 'exact', host: h };
+  // IPv6 in one spelling, as requests are read (canonical.ts): one address, one host.
+  const v6 = canonicalIPv6(h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h);
+  if (v6 !== undefined) return { kind: 'exact', host: v6 };
+  if (isIPv4(h)) return { kind: 'exact', host: h };
   if (h.endsWith('.')) return `host "${input}" must not end with a dot`;
   if (h.startsWith('*.')) {
     const suffix = h.slice(2);
@@ -148,7 +151,8 @@ export function pathMatches(t: PathTemplate, segments: readonly string[]): boole
 
 /** Parameter values of a matching request (call after pathMatches). */
 export function pathParams(t: PathTemplate, segments: readonly string[]): Record<string, string> {
-  const params: Record<string, string> = {};
+  // No prototype: a parameter named __proto__ is a value like any other.
+  const params: Record<string, string> = Object.create(null);
   const n = t.literals.length;
   for (let i = 0; i < n; i++) {
     const name = t.names[i];

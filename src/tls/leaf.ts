@@ -5,6 +5,7 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+import { canonicalIPv6 } from '../ipv6.js';
 import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { type CaMaterial, randomSerial } from './ca.js';
@@ -35,7 +36,8 @@ export function normalizeLeafHost(input: string): string {
   if (typeof input !== 'string' || input.length === 0 || input.length > 255) throw badHost(input);
   const bracketed = input.startsWith('[') && input.endsWith(']');
   const bare = bracketed ? input.slice(1, -1) : input;
-  if (isIPv6(bare) && !bare.includes('%')) return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  const v6 = canonicalIPv6(bare);
+  if (v6 !== undefined) return v6;
   if (bracketed) throw badHost(input);
   if (isIPv4(bare)) return bare;
   const name = (bare.endsWith('.') ? bare.slice(0, -1) : bare).toLowerCase();

@@ -41,6 +41,12 @@ t.test('overlapping routes of equal specificity are refused, naming both with po
       true,
     ],
     [
+      'one IPv6 address spelled two ways',
+      '    host: "::1"\n    port: 9000\n    scheme: http\n    path: /x\n    scopes: ["r:s:x"]\n',
+      '    host: "[0:0:0:0:0:0:0:1]"\n    port: 9000\n    scheme: http\n    path: /x\n    scopes: ["r:s:x"]\n',
+      true,
+    ],
+    [
       'wildcard vs exact',
       '    host: "*.example.com"\n    path: /x\n    scopes: ["r:s:x"]\n',
       '    host: a.example.com\n    path: /x\n    scopes: ["r:s:x"]\n',

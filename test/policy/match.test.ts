@@ -222,3 +222,38 @@ t.test('required scopes are filled from decoded parameters', async (t) => {
   const line = file(ROUTES).split('\n').indexOf('  - id: files-rest') + 1;
   t.same(m?.route.source, { file: 'p.yaml', line, col: 5 });
 });
+
+t.test('a parameter named like an Object.prototype member is a value like any other', async (t) => {
+  const policy = compileFrom({
+    'p.yaml': `version: v1
+routes:
+  - id: proto
+    host: h.example.com
+    path: /files/{__proto__}
+    scopes: ["read:files:{__proto__}"]
+  - id: proto-resource
+    host: h.example.com
+    path: /r/{constructor}/{__proto__}
+    scopes: ["read:{__proto__}:{constructor}"]
+`,
+  });
+  t.same(policy.matcher.match(request(policy, 'GET', 'http://h.example.com/files/payroll.xlsx'))?.requiredScopes, ['read:files:payroll.xlsx']);
+  t.same(policy.matcher.match(request(policy, 'GET', 'http://h.example.com/r/x/billing'))?.requiredScopes, ['read:billing:x']);
+});
+
+t.test('an IPv6 route host matches the address however the request spells it', async (t) => {
+  const policy = compileFrom({
+    'p.yaml': `version: v1
+routes:
+  - id: v6
+    host: "0:0:0:0:0:0:0:1"
+    port: 9000
+    scheme: http
+    path: /admin
+    scopes: ["admin:svc:root"]
+`,
+  });
+  for (const url of ['http://[::1]:9000/admin', 'http://[0:0:0:0:0:0:0:1]:9000/admin', 'http://[0::1]:9000/admin']) {
+    t.equal(policy.matcher.match(request(policy, 'GET', url))?.route.id, 'v6', url);
+  }
+});
