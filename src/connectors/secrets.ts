@@ -77,6 +77,8 @@ interface FileState {
 /** A Kubernetes Secret holds at most 1 MiB; a credential file larger than that is not one. */
 export const MAX_SECRET_FILE_BYTES = 1024 * 1024;
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Reads the file, but never more than `max` bytes of it: a larger file is refused unread. */
 async function readCapped(path: string, max: number): Promise<string> {
   const fh = await open(path, 'r');
@@ -89,7 +91,12 @@ async function readCapped(path: string, max: number): Promise<string> {
       n += bytesRead;
       if (n > max) throw new Error(`the file is larger than ${max} bytes`);
     }
-    return buf.subarray(0, n).toString('utf8');
+    try {
+      return STRICT_UTF8.decode(buf.subarray(0, n));
+    } catch {
+      // Read as UTF-8 anyway, a bad byte would go out as U+FFFD: a wrong credential, not a refusal.
+      throw new Error('the file is not valid UTF-8 (written in another encoding, or cut in the middle of a character)');
+    }
   } finally {
     await fh.close();
   }

@@ -26,9 +26,13 @@ interface HeaderCredential extends Credential {
   readonly aliases: readonly string[];
 }
 
-/** Every spelling of `header` with one or more of its "-" as "_" (none for a name without "-"; at most 63). */
+/**
+ * Every other spelling of `header` with "-" and "_" exchanged, which CGI-style upstreams read as the
+ * same variable: `x-api-key` for `x_api_key` and the reverse (none for a name with neither; at most 64).
+ */
 function underscoreAliases(header: string): string[] {
-  const parts = header.split('-');
+  const dashed = header.replaceAll('_', '-');
+  const parts = dashed.split('-');
   const gaps = Math.min(parts.length - 1, 6);
   const out: string[] = [];
   for (let mask = 1; mask < 1 << gaps; mask++) {
@@ -36,7 +40,8 @@ function underscoreAliases(header: string): string[] {
     for (let i = 1; i < parts.length; i++) name += (i <= gaps && mask & (1 << (i - 1)) ? '_' : '-') + parts[i];
     out.push(name);
   }
-  return out;
+  out.push(dashed);
+  return out.filter((name) => name !== header);
 }
 
 interface QueryCredential extends Credential {

@@ -131,6 +131,27 @@ t.test('header: the agent\'s copy under an underscore spelling is removed (CGI r
   t.same(out.headers, { 'x-api-key': 'secret', x_other: 'kept' });
 });
 
+t.test('header configured with underscores: the agent\'s dashed copy is removed too', async (t) => {
+  const c = createConnector(def({ name: 'hu', type: 'static', secret: { env: 'K' }, header: 'X_Api_Key' }), { baseDir: dir, env: { K: 'secret' } });
+  const out = await applied(c, outbound('/x', { 'x-api-key': 'agent', 'x_api-key': 'agent', x_other: 'kept' }));
+  t.same(out.headers, { x_api_key: 'secret', x_other: 'kept' });
+});
+
+t.test('a secret file that is not valid UTF-8 is refused, not sent with replacement characters', async (t) => {
+  await writeFile(join(dir, 'latin1'), Buffer.from([0x70, 0xe4, 0x73, 0x73])); // "päss" in Latin-1
+  await writeFile(join(dir, 'cut'), Buffer.from('ключ').subarray(0, 7)); // the last character cut in half
+  for (const [file, shape] of [
+    ['latin1', { basic: { username: { env: 'U' }, password: { file: 'latin1' } } }],
+    ['cut', { secret: { file: 'cut' }, query: 'key' }],
+    ['cut', { secret: { file: 'cut' }, header: 'X-Key' }],
+  ] as const) {
+    const c = createConnector(def({ name: 'u8', type: 'static', ...shape }), { baseDir: dir, env: { U: 'svc' } });
+    const e = await refusal(c);
+    t.equal(e.code, 'connector_unavailable', file);
+    t.match(explainFailure(e), /not valid UTF-8/, file);
+  }
+});
+
 t.test('basic: Authorization Basic base64(user:pass), each from its own source', async (t) => {
   await writeFile(join(dir, 'pw'), 'pa:ss wörd\n');
   const c = createConnector(def({ name: 'basic', type: 'static', basic: { username: { env: 'U' }, password: { file: 'pw' } } }), {
