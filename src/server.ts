@@ -340,7 +340,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       }
       proxy.closeAllConnections();
       // Tunnels and WebSockets end now; their tunnel_closed records are written before the audit log closes.
-      await Promise.all([interceptor.close(), rt.splices.cutAll()]);
+      // WebSockets first (some run inside intercepted tunnels), so each records the shutdown as its reason.
+      await Promise.all([rt.splices.cutAll(), interceptor.close()]);
       for (const s of sockets) s.destroy();
       await forwarder.close();
       // An audit log that cannot be completed is reported, after everything else is closed.
@@ -357,6 +358,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       admin.closeAllConnections();
       // The audit head hash, logged away from the audit file: what `audit verify` prints must match it.
       const head = audit.head();
+      // Request lines still gathered go out first: the stopped line is the last one.
+      flushLogger(logger);
       logger.info({ inflight: metrics.inflightRequests, audit_seq: head.seq, audit_head: head.hash }, 'sidecar stopped');
       flushLogger(logger);
       if (auditError) throw auditError;

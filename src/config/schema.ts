@@ -30,6 +30,8 @@ const HttpUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or htt
 
 /** A Duration of at least 1s (a value that is no duration gets Duration's message only). */
 const DurationAtLeast1s = Duration.refine((d) => !(msOf(d) < 1000), 'must be at least 1s');
+/** A Duration where 0 would not mean "no limit" but break the feature (every broker call timed out at once). */
+const PositiveDuration = Duration.refine((d) => !(msOf(d) <= 0), 'must be more than 0');
 
 export function durationMs(d: DurationInput): number {
   const ms = msOf(d);
@@ -104,7 +106,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** In online/hybrid mode, a positive broker answer is trusted for this long. */
       revalidateAfter: Duration.default('2s'),
       /** Timeout of one call to the broker's validate endpoint. */
-      timeout: Duration.default('2s'),
+      timeout: PositiveDuration.default('2s'),
       /** Required `iss` claim, when set. */
       issuer: z.string().optional(),
       /** Required `aud` entry, when set (the broker's validate endpoint does not check it). */
@@ -170,7 +172,7 @@ export const SidecarConfigSchema = z.strictObject({
       /** Ports CONNECT may target. */
       connectPorts: z.array(z.number().int().min(1).max(65535)).default([443]),
       /** Leaf certificate lifetime. */
-      leafValidity: Duration.default('24h'),
+      leafValidity: PositiveDuration.default('24h'),
       /** Leaf certificates kept in memory at most. */
       leafCacheSize: z.number().int().positive().default(1000),
       /** Close a tunnel idle for this long. */

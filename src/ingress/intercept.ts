@@ -213,7 +213,8 @@ export class Interceptor {
 
   /** Cuts every open tunnel (shutdown, after the grace period); resolves once each is closed and recorded. */
   async close(): Promise<void> {
-    const closing = [...this.#active.keys()].map((socket) => {
+    const closing = [...this.#active].map(([socket, st]) => {
+      st.reason ??= 'shutdown';
       const closed = new Promise((resolve) => socket.once('close', resolve));
       socket.destroy();
       return closed;

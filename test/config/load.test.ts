@@ -41,6 +41,8 @@ t.test('problems carry exact positions', async (t) => {
     ['unknown nested key', `${KEYED}audit:\n  path: "-"\n  flushIntervall: 5ms\n`, [[6, 3, /^audit: unknown key "flushIntervall" \(did you mean "flushInterval"\?\)$/]]],
     ['unknown key in flow mapping', `${KEYED}proxy: { listen: 127.0.0.1:1, bogus: 1 }\n`, [[4, 31, /^proxy: unknown key "bogus" \(known keys: headersTimeout, keepAliveTimeout, listen, maxConnections, maxHeaderBytes, maxRequestBodyBytes, requestBodyTimeout\)$/]]],
     ['wrong type', `${KEYED}proxy:\n  maxHeaderBytes: big\n`, [[5, 19, /^proxy\.maxHeaderBytes: expected number, received string$/]]],
+    ['a broker timeout of 0 (every call would time out)', `${KEYED}  timeout: 0\n`, [[4, 12, /^broker\.timeout: must be more than 0$/]]],
+    ['leaves valid for 0 s', `${KEYED}tls:\n  leafValidity: 0s\n`, [[5, 17, /^tls\.leafValidity: must be more than 0$/]]],
     ['request heads of more than 1 MiB', `${KEYED}proxy:\n  maxHeaderBytes: 4194304\n`, [[5, 19, /^proxy\.maxHeaderBytes: Too big: expected number to be <=1048576$/]]],
     ['bad duration', `broker:\n  publicKeyFile: ./k.pem\n  verify: offline\n  revalidateAfter: 5 seconds\n`, [[4, 20, /^broker\.revalidateAfter: expected a duration such as 500ms/]]],
     ['duration of the wrong type', `${KEYED}shutdown: { grace: true }\n`, [[4, 20, /^shutdown\.grace: expected number or string, received boolean$/]]],

@@ -269,3 +269,21 @@ t.test('while an upgrade is being checked (a slow broker)', async (t) => {
   });
 
 });
+
+t.test('at shutdown an open wss WebSocket and its intercepted tunnel are ended, each recorded with close_reason shutdown', async (t) => {
+  const own = await startHttpsFixture();
+  const ws = await openWss(t, own, await own.token());
+  const closed = new Promise((resolve) => {
+    ws.onclose = resolve;
+  });
+  await own.close();
+  await closed;
+  const ends = (await own.audit()).filter((r) => r.type === 'tunnel_closed');
+  t.match(
+    ends.map((r) => [r.outcome, r.close_reason]).sort(),
+    [
+      ['intercepted', 'shutdown'],
+      ['websocket', 'shutdown'],
+    ],
+  );
+});

@@ -152,6 +152,9 @@ t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', a
   t.equal(await p.exited, 0);
   const records = readFileSync(join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; upstream_status?: number });
   t.equal(records.filter((r) => r.type === 'request' && r.upstream_status === 200).length, 3, 'all drained requests audited');
+  const lines = p.out.join('').trim().split('\n');
+  t.match(JSON.parse(lines.at(-1) ?? '{}'), { msg: 'sidecar stopped' }, 'the stopped line is the last, after the drained requests\' lines');
+  t.equal(lines.filter((l) => l.includes('"msg":"request"')).length, 3);
   await t.rejects(request(p.proxyUrl), 'listener closed after exit');
 });
 
