@@ -37,11 +37,21 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     process.stderr.write('agentwrit-sidecar serve: no configuration; pass --config FILE or set AGENTWRIT_SIDECAR_CONFIG\n');
     return 2;
   }
-  let handle: Awaited<ReturnType<typeof startSidecar>>;
+  let handle: Awaited<ReturnType<typeof startSidecar>> | undefined;
+  // SIGHUP's default action ends the process: a reload asked for while the sidecar starts (say by a
+  // ConfigMap watcher during a restart) is done once it has started — the files may have changed
+  // after they were read.
+  let reloadAsked = false;
+  const onHangup = () => {
+    if (handle) handle.reload('SIGHUP').catch(() => {});
+    else reloadAsked = true;
+  };
+  process.on('SIGHUP', onHangup);
   try {
     const loaded = await loadSidecarConfig(file);
     handle = await startSidecar(loaded);
   } catch (err) {
+    process.off('SIGHUP', onHangup);
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
     } else {
@@ -49,11 +59,13 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     }
     return 1;
   }
+  const started = handle;
+  if (reloadAsked) started.reload('SIGHUP during start').catch(() => {});
   return await new Promise<number>((resolve) => {
     const stop = () => {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
-      handle.close().then(
+      started.close().then(
         () => resolve(0),
         (err: Error) => {
           process.stderr.write(`agentwrit-sidecar: shutdown error: ${err.message}\n`);
@@ -63,8 +75,5 @@ export async function runServeCommand(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
-    process.on('SIGHUP', () => {
-      handle.reload('SIGHUP').catch(() => {});
-    });
   });
 }

@@ -3,7 +3,7 @@
  * Covers the secret-leak scan over everything the process wrote, and SIGTERM draining.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { Pool, ProxyAgent, request } from 'undici';
@@ -34,7 +34,8 @@ interface Proc {
   exited: Promise<number | null>;
 }
 
-async function startProcess(dir: string): Promise<Proc> {
+/** `whileStarting` runs right after the spawn, before the sidecar listens. */
+async function startProcess(dir: string, whileStarting?: (child: ChildProcess, out: string[]) => void): Promise<Proc> {
   writeFileSync(join(dir, 'key.pem'), key.publicPem);
   writeFileSync(join(dir, 'policies.yaml'), stringify(BILLING_POLICY));
   writeFileSync(
@@ -57,6 +58,7 @@ async function startProcess(dir: string): Promise<Proc> {
   const out: string[] = [];
   child.stdout?.on('data', (d: Buffer) => out.push(d.toString()));
   child.stderr?.on('data', (d: Buffer) => out.push(d.toString()));
+  whileStarting?.(child, out);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const listening = await new Promise<{ proxy: string; admin: string }>((resolveP, reject) => {
     const timer = setTimeout(() => reject(new Error(`sidecar did not start:\n${out.join('')}`)), 15000);
@@ -209,4 +211,35 @@ t.test('SIGHUP after an edit of the configuration file says which sections wait 
   t.match(metrics, /^agentwrit_sidecar_config_restart_pending 1$/m);
   p.child.kill('SIGTERM');
   t.equal(await p.exited, 0, 'still running until asked to stop');
+});
+
+t.test('SIGHUP while the sidecar starts does not end it; the reload it asks for runs once started', async (t) => {
+  const dir = tempDir('aws-early-hup-');
+  // The lock of a writer on another host, last refreshed 8 s ago: the start waits about 2 s for it
+  // to go stale, long enough to be signalled meanwhile.
+  const lock = join(dir, '.audit.jsonl.lock');
+  writeFileSync(lock, `${JSON.stringify({ pid: 1, host: 'another-host.example', since: new Date().toISOString() })}\n`);
+  const eightSecondsAgo = new Date(Date.now() - 8000);
+  utimesSync(lock, eightSecondsAgo, eightSecondsAgo);
+  const p = await startProcess(dir, (child, out) => {
+    const poll = setInterval(() => {
+      if (!out.join('').includes('audit log is locked by another writer')) return;
+      clearInterval(poll);
+      // The configuration file changed after it was read: the reload asked for must say so.
+      const config = join(dir, 'sidecar.yaml');
+      writeFileSync(config, readFileSync(config, 'utf8').replace('grace: 5s', 'grace: 6s'));
+      child.kill('SIGHUP');
+    }, 20);
+    child.once('exit', () => clearInterval(poll));
+  });
+  t.teardown(() => {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  });
+  const warned = () => p.out.join('').includes('sidecar configuration file changed; these sections take effect at the next restart');
+  const until = Date.now() + 5000;
+  while (!warned() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.ok(warned(), 'the reload asked for during the start ran once started');
+  t.match(p.out.join(''), /"reason":"SIGHUP during start"/);
+  p.child.kill('SIGTERM');
+  t.equal(await p.exited, 0);
 });
