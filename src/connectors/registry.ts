@@ -36,32 +36,52 @@ export class ConnectorProvisionError extends Error {
 }
 
 export class ConnectorRegistry {
-  private constructor(private readonly connectors: Map<string, Connector>) {}
+  private constructor(
+    private readonly connectors: Map<string, Connector>,
+    /** Each connector's definition as text (secret paths already absolute): what "unchanged" compares. */
+    private readonly defs: Map<string, string>,
+  ) {}
 
-  /** Creates and provisions every connector; on any failure disposes the rest and throws them all. */
-  static async create(defs: ConnectorInput[], ctx: ConnectorContext): Promise<ConnectorRegistry> {
+  /**
+   * Creates and provisions every connector; on any failure disposes the new ones and throws them
+   * all. A connector defined exactly as in `current` (the generation in service) is that same
+   * connector, already provisioned and following its secrets: a reload that does not touch it does
+   * not fail because its secret is unusable for a moment (its requests get 503 meanwhile, as always).
+   */
+  static async create(defs: ConnectorInput[], ctx: ConnectorContext, current?: ConnectorRegistry): Promise<ConnectorRegistry> {
     const problems: ConnectorProblem[] = [];
     const made = new Map<string, Connector>();
+    const texts = new Map<string, string>();
+    const fresh: Connector[] = [];
     for (const def of defs) {
       if (made.has(def.name)) {
         problems.push({ connector: def.name, message: 'defined more than once' });
         continue;
       }
+      const text = JSON.stringify(def);
+      texts.set(def.name, text);
+      const same = current?.defs.get(def.name) === text ? current.connectors.get(def.name) : undefined;
+      if (same) {
+        made.set(def.name, same);
+        continue;
+      }
       try {
-        made.set(def.name, createConnector(def, ctx));
+        const c = createConnector(def, ctx);
+        made.set(def.name, c);
+        fresh.push(c);
       } catch (e) {
         // createConnector's own messages already start with "connector NAME: ".
         problems.push({ connector: def.name, message: explainFailure(e).replace(`connector ${def.name}: `, '') });
       }
     }
-    const results = await Promise.allSettled([...made.values()].map((c) => c.provision()));
-    [...made.values()].forEach((c, i) => {
+    const results = await Promise.allSettled(fresh.map((c) => c.provision()));
+    fresh.forEach((c, i) => {
       const r = results[i];
       if (r.status === 'rejected') problems.push({ connector: c.name, message: explainFailure(r.reason) });
     });
-    const registry = new ConnectorRegistry(made);
+    const registry = new ConnectorRegistry(made, texts);
     if (problems.length > 0) {
-      await registry.dispose();
+      await registry.dispose(current);
       throw new ConnectorProvisionError(problems);
     }
     return registry;
@@ -75,7 +95,9 @@ export class ConnectorRegistry {
     return [...this.connectors.keys()];
   }
 
-  async dispose(): Promise<void> {
-    await Promise.allSettled([...this.connectors.values()].map((c) => c.dispose()));
+  /** Disposes every connector, except those `keep` (a generation still in service) shares with this one. */
+  async dispose(keep?: ConnectorRegistry): Promise<void> {
+    const shared = new Set(keep?.connectors.values());
+    await Promise.allSettled([...this.connectors.values()].filter((c) => !shared.has(c)).map((c) => c.dispose()));
   }
 }

@@ -34,13 +34,15 @@ async function checkRouteCaFiles(routes: readonly CompiledRoute[]): Promise<void
   if (problems.length > 0) throw new ConfigError(problems);
 }
 
-export async function buildGeneration(id: number, policyPaths: string[], baseDir: string, env: NodeJS.ProcessEnv): Promise<Generation> {
+/** `current`: the generation in service, whose unchanged connectors the new one takes over (registry.ts). */
+export async function buildGeneration(id: number, policyPaths: string[], baseDir: string, env: NodeJS.ProcessEnv, current?: Generation): Promise<Generation> {
   const loaded = await loadPolicies(policyPaths);
   const policy = compilePolicy(loaded);
   await checkRouteCaFiles(policy.routes);
   const connectors = await ConnectorRegistry.create(
     policy.connectors.map((c) => c.def),
     { baseDir, env },
+    current?.connectors,
   );
   const mountUpstreams = new Map<string, { scheme: 'http' | 'https'; host: string; port: number }>();
   for (const r of policy.routes) {

@@ -85,7 +85,7 @@ export class PolicyReloader {
     const id = (cur?.id ?? 0) + 1;
     let next: Generation;
     try {
-      next = await buildGeneration(id, this.deps.policyPaths, this.deps.baseDir, this.deps.env);
+      next = await buildGeneration(id, this.deps.policyPaths, this.deps.baseDir, this.deps.env, cur);
     } catch (err) {
       const problems = err instanceof ConfigError ? err.message.split('\n') : [(err as Error).message];
       this.deps.logger.error({ reason, problems, generation: cur?.id }, 'policy reload failed; keeping the current generation');
@@ -93,7 +93,7 @@ export class PolicyReloader {
       return false;
     }
     if (cur && cur.digest === next.digest) {
-      await next.connectors.dispose();
+      await next.connectors.dispose(cur.connectors);
       return true;
     }
     this.deps.swap(next);
@@ -102,7 +102,7 @@ export class PolicyReloader {
     if (cur) {
       // In-flight requests may still hold the old connectors; let them finish first.
       setTimeout(() => {
-        cur.connectors.dispose().catch(() => {});
+        cur.connectors.dispose(next.connectors).catch(() => {});
       }, 30_000).unref();
     }
     return true;

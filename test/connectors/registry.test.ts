@@ -56,3 +56,41 @@ t.test('every failure is listed, naming the source and never a value', async (t)
 t.test('createConnector refuses an unknown type', async (t) => {
   t.throws(() => createConnector({ name: 'x', type: 'oauth2' } as unknown as ConnectorInput, { baseDir: dir }), /connector x: unknown type oauth2/);
 });
+
+t.test('a new registry takes over the connectors defined exactly as in the current one, and disposes only its own', async (t) => {
+  const env = { A: 'a', B: 'b' };
+  const first = await ConnectorRegistry.create(
+    connectors([
+      { name: 'same', type: 'static', secret: { env: 'A' } },
+      { name: 'changed', type: 'static', secret: { env: 'A' } },
+    ]),
+    { baseDir: dir, env },
+  );
+  // 'same' would not provision now (its variable is gone): taken over, it is not provisioned again.
+  const second = await ConnectorRegistry.create(
+    connectors([
+      { name: 'same', type: 'static', secret: { env: 'A' } },
+      { name: 'changed', type: 'static', secret: { env: 'B' } },
+    ]),
+    { baseDir: dir, env: { B: 'b' } },
+    first,
+  );
+  t.equal(second.get('same'), first.get('same'), 'the same connector object');
+  t.not(second.get('changed'), first.get('changed'), 'a changed definition makes a new one');
+  await t.rejects(
+    ConnectorRegistry.create(connectors([{ name: 'changed', type: 'static', secret: { env: 'A' } }]), { baseDir: dir, env: { B: 'b' } }, second),
+    ConnectorProvisionError,
+    'a changed connector is provisioned, and fails as before',
+  );
+  const disposed: string[] = [];
+  for (const name of ['same', 'changed']) {
+    const c = first.get(name)!;
+    const dispose = c.dispose.bind(c);
+    c.dispose = async () => {
+      disposed.push(name);
+      await dispose();
+    };
+  }
+  await first.dispose(second);
+  t.same(disposed, ['changed'], 'the connector the new registry shares is left alone');
+});

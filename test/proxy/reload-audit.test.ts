@@ -256,3 +256,41 @@ t.test('a start that fails after the audit log is open releases its lock', async
     'no lock left behind',
   );
 });
+
+t.test("a reload that leaves a connector as it was does not fail because that connector's secret is unusable for the moment", async (t) => {
+  const dir = tempDir('aws-reload-keep-');
+  const keyFile = join(dir, 'k.pem');
+  writeFileSync(keyFile, key.publicPem);
+  const secretFile = join(dir, 'billing.key');
+  writeFileSync(secretFile, 'key-v1\n');
+  const policy = (extraPath?: string) => ({
+    version: 'v1',
+    connectors: [{ name: 'billing-api', type: 'static', secret: { file: secretFile } }],
+    routes: [
+      { id: 'billing-read', host: 'api.example.com', methods: ['GET'], path: '/customers/{customer}/billing', scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' },
+      ...(extraPath ? [{ id: 'extra', host: 'api.example.com', methods: ['GET'], path: extraPath, scopes: ['read:billing:customer-{customer}'], connector: 'billing-api' }] : []),
+    ],
+  });
+  const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir, policies: [policy()] });
+  t.teardown(() => sc.close());
+  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
+  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  const get = async (p: string) => {
+    const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
+    const text = await r.body.text();
+    return { status: r.statusCode, text };
+  };
+  t.equal((await get('/customers/12345/billing')).status, 200);
+  // The secret is being rotated: empty for a moment (its requests get 503 meanwhile).
+  writeFileSync(secretFile, '');
+  writeFileSync(join(sc.dir, 'policies', 'policy-0.yaml'), stringify(policy('/customers/{customer}/invoices')));
+  const answer = await request(`${sc.adminUrl}/reload`, { method: 'POST' });
+  t.equal(answer.statusCode, 200, 'the reload applies');
+  t.match(await answer.body.json(), { reloaded: true, generation: 2 });
+  writeFileSync(secretFile, 'key-v2\n');
+  await new Promise((r) => setTimeout(r, 1100));
+  const invoices = await get('/customers/12345/invoices');
+  t.equal(invoices.status, 200, 'the new route serves');
+  t.match(JSON.parse(invoices.text), { headers: { authorization: 'key-v2' } }, 'with the renewed secret');
+});
