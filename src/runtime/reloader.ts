@@ -5,8 +5,9 @@
  * unchanged is not rebuilt.
  */
 import { type FSWatcher, watch } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { buildGeneration } from './generation.js';
@@ -23,8 +24,12 @@ export interface ReloaderDeps {
   debounceMs?: number;
 }
 
+const identityOf = (s: Stats) => `${s.dev}:${s.ino}`;
+
 export class PolicyReloader {
   private watchers: FSWatcher[] = [];
+  /** Policy directories, each with the directory its watcher is on (the path may come to name another). */
+  private readonly dirs = new Map<string, { identity: string; watcher: FSWatcher | undefined }>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<boolean> | undefined;
   /** The reload after the running one, shared by every call made while it runs. */
@@ -34,19 +39,47 @@ export class PolicyReloader {
   constructor(private readonly deps: ReloaderDeps) {}
 
   async start(): Promise<void> {
-    const dirs = new Set<string>();
+    const fileDirs = new Set<string>();
     for (const p of this.deps.policyPaths) {
       const s = await stat(p).catch(() => undefined);
-      dirs.add(s?.isDirectory() ? p : dirname(p));
-    }
-    for (const d of dirs) {
-      try {
-        const w = watch(d, { persistent: false }, () => this.schedule());
-        w.on('error', (err) => this.deps.logger.warn({ dir: d, err: err.message }, 'policy watch error'));
-        this.watchers.push(w);
-      } catch (err) {
-        this.deps.logger.warn({ dir: d, err: (err as Error).message }, 'cannot watch policy directory; use SIGHUP to reload');
+      if (!s?.isDirectory()) {
+        fileDirs.add(dirname(p));
+        continue;
       }
+      this.dirs.set(p, { identity: identityOf(s), watcher: this.watchDir(p, () => this.schedule()) });
+      // The directory itself replaced (renamed over, a symlink to it swapped): seen from its parent.
+      const name = basename(p);
+      const w = this.watchDir(dirname(p), (file) => {
+        if (file === null || file === name) this.schedule();
+      });
+      if (w) this.watchers.push(w);
+    }
+    for (const d of fileDirs) {
+      const w = this.watchDir(d, () => this.schedule());
+      if (w) this.watchers.push(w);
+    }
+  }
+
+  private watchDir(dir: string, onEvent: (file: string | null) => void): FSWatcher | undefined {
+    try {
+      const w = watch(dir, { persistent: false }, (_event, file) => onEvent(file === null ? null : String(file)));
+      w.on('error', (err) => this.deps.logger.warn({ dir, err: err.message }, 'policy watch error'));
+      return w;
+    } catch (err) {
+      this.deps.logger.warn({ dir, err: (err as Error).message }, 'cannot watch policy directory; use SIGHUP to reload');
+      return undefined;
+    }
+  }
+
+  /** A policy directory path that now names another directory: its watcher moves there. */
+  private async followMovedDirs(): Promise<void> {
+    for (const [path, entry] of this.dirs) {
+      const s = await stat(path).catch(() => undefined);
+      if (!s?.isDirectory() || identityOf(s) === entry.identity || this.stopped) continue;
+      entry.watcher?.close();
+      entry.identity = identityOf(s);
+      entry.watcher = this.watchDir(path, () => this.schedule());
+      this.deps.logger.info({ dir: path }, 'policy directory replaced; watching the new one');
     }
   }
 
@@ -81,6 +114,7 @@ export class PolicyReloader {
   }
 
   private async doReload(reason: string): Promise<boolean> {
+    await this.followMovedDirs();
     const cur = this.deps.current();
     const id = (cur?.id ?? 0) + 1;
     let next: Generation;
@@ -113,5 +147,7 @@ export class PolicyReloader {
     clearTimeout(this.timer);
     for (const w of this.watchers) w.close();
     this.watchers = [];
+    for (const entry of this.dirs.values()) entry.watcher?.close();
+    this.dirs.clear();
   }
 }

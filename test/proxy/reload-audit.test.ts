@@ -294,3 +294,45 @@ t.test("a reload that leaves a connector as it was does not fail because that co
   t.equal(invoices.status, 200, 'the new route serves');
   t.match(JSON.parse(invoices.text), { headers: { authorization: 'key-v2' } }, 'with the renewed secret');
 });
+
+for (const how of ['a symlink to it swapped', 'renamed over'] as const) {
+  t.test(`a policy directory replaced (${how}) is watched from then on`, async (t) => {
+    const base = tempDir('aws-reload-dirswap-');
+    const keyFile = join(base, 'key.pem');
+    writeFileSync(keyFile, key.publicPem);
+    const withAccounts = structuredClone(BILLING_POLICY) as typeof BILLING_POLICY & { routes: unknown[] };
+    withAccounts.routes.push({ id: 'accounts', host: 'api.example.com', methods: ['GET'], path: '/accounts/{a}', scopes: ['read:accounts:{a}'] });
+    const current = join(base, 'current');
+    const v1 = join(base, 'v1');
+    mkdirSync(v1);
+    writeFileSync(join(v1, 'policy.yaml'), stringify(BILLING_POLICY));
+    if (how === 'a symlink to it swapped') symlinkSync('v1', current);
+    else renameSync(v1, current);
+    const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, config: { policies: [current] }, policies: [] });
+    t.teardown(() => sc.close());
+    const tok = await signToken(key, { scope: ['read:billing:customer-12345', 'read:accounts:a1'] });
+    const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+    t.teardown(() => agent.close());
+    const get = async (p: string) => {
+      const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
+      await r.body.dump();
+      return r.statusCode;
+    };
+    t.equal(await get('/accounts/a1'), 403);
+    const v2 = join(base, 'v2');
+    mkdirSync(v2);
+    writeFileSync(join(v2, 'policy.yaml'), stringify(withAccounts));
+    if (how === 'a symlink to it swapped') {
+      symlinkSync('v2', join(base, 'current.tmp'));
+      renameSync(join(base, 'current.tmp'), current);
+    } else {
+      renameSync(current, join(base, 'old'));
+      renameSync(v2, current);
+    }
+    t.ok(await waitFor(async () => (await get('/accounts/a1')) === 200), 'the new directory applied');
+    // An edit inside the new directory is seen too.
+    writeFileSync(join(current, 'policy.yaml'), stringify(BILLING_POLICY));
+    t.ok(await waitFor(async () => (await get('/accounts/a1')) === 403), 'an edit in it applied');
+    t.equal(sc.runtime.generation()?.id, 3);
+  });
+}
