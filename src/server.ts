@@ -298,7 +298,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         .then(({ ok, drift }) => {
           res.writeHead(ok ? 200 : 422, { 'content-type': 'application/json' });
           const restart = drift?.kind === 'changed' ? { restartNeededFor: drift.sections } : drift?.kind === 'invalid' ? { configFileInvalid: true } : {};
-          res.end(JSON.stringify({ reloaded: ok, generation: generation?.id, ...restart }));
+          const problems = ok ? {} : { problems: reloader.lastProblems ?? [rt.draining ? 'the sidecar is shutting down' : 'the reload did not apply'] };
+          res.end(JSON.stringify({ reloaded: ok, generation: generation?.id, ...problems, ...restart }));
         })
         .catch(() => {
           res.writeHead(500);

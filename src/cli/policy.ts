@@ -6,7 +6,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { loadPolicies, loadSidecarConfig } from '../config/load.js';
 import { parseYaml } from '../config/positions.js';
 import { SidecarConfigSchema } from '../config/schema.js';
-import { ConfigError, type ConfigProblem, formatProblem, isSidecarError } from '../errors.js';
+import { ConfigError, type ConfigProblem, errorReason, formatProblem, isSidecarError } from '../errors.js';
 import { canonicalizeForward, canonicalizeOrigin } from '../ingress/canonical.js';
 import { type CompiledPolicy, compilePolicy } from '../policy/compile.js';
 import { type Explanation, explainRequest, formatExplanation } from '../policy/explain.js';
@@ -203,7 +203,13 @@ async function runExplain(argv: string[], io: PolicyIo): Promise<number> {
   try {
     loaded = await loadSidecarConfig(file, env);
     policy = compilePolicy(await loadPolicies(loaded.config.policies));
-    if (tokenFile !== undefined) token = (await readFile(tokenFile, 'utf8')).trim();
+    if (tokenFile !== undefined) {
+      token = (
+        await readFile(tokenFile, 'utf8').catch((e: unknown) => {
+          throw new Error(`cannot read --token-file ${tokenFile}: ${errorReason(e)}`);
+        })
+      ).trim();
+    }
   } catch (e) {
     io.err(e instanceof ConfigError ? `${e.message}\n` : `policy explain: ${(e as Error).message}\n`);
     return 1;

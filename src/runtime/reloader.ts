@@ -35,6 +35,8 @@ export class PolicyReloader {
   /** The reload after the running one, shared by every call made while it runs. */
   private queued: Promise<boolean> | undefined;
   private stopped = false;
+  /** Why the last reload failed (file:line:col messages), until one succeeds. */
+  lastProblems: string[] | undefined;
 
   constructor(private readonly deps: ReloaderDeps) {}
 
@@ -98,6 +100,8 @@ export class PolicyReloader {
    * before the change this caller was told about.
    */
   reload(reason: string): Promise<boolean> {
+    // Shutting down: no new generation (its config_applied record could come after the audit log closed).
+    if (this.stopped) return Promise.resolve(false);
     if (!this.running) {
       this.running = this.doReload(reason).finally(() => {
         this.running = undefined;
@@ -122,13 +126,15 @@ export class PolicyReloader {
       next = await buildGeneration(id, this.deps.policyPaths, this.deps.baseDir, this.deps.env, cur);
     } catch (err) {
       const problems = err instanceof ConfigError ? err.message.split('\n') : [(err as Error).message];
+      this.lastProblems = problems;
       this.deps.logger.error({ reason, problems, generation: cur?.id }, 'policy reload failed; keeping the current generation');
       this.deps.onResult(false);
       return false;
     }
-    if (cur && cur.digest === next.digest) {
-      await next.connectors.dispose(cur.connectors);
-      return true;
+    this.lastProblems = undefined;
+    if (this.stopped || (cur && cur.digest === next.digest)) {
+      await next.connectors.dispose(cur?.connectors);
+      return !this.stopped;
     }
     this.deps.swap(next);
     this.deps.onResult(true);

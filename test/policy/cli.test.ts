@@ -151,6 +151,9 @@ t.test('explain', async (t) => {
     const viaFile = await run(['explain', '--config', config, '--token-file', file, 'GET', billing]);
     t.equal(viaFile.code, 0);
     t.match(viaFile.out, /token verified: sub spiffe:\/\/agentwrit\.local\/agent\/orch-1\/task-1\/0123456789abcdef, scopes read:billing:customer-12345/);
+    const absent = await run(['explain', '--config', config, '--token-file', resolve(dir, 'no-such-token'), 'GET', billing]);
+    t.equal(absent.code, 1);
+    t.match(absent.err, /^policy explain: cannot read --token-file .*no-such-token: /, 'names the flag and the file');
   });
 
   await t.test('configuration problems', async (t) => {

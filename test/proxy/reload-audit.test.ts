@@ -84,6 +84,9 @@ t.test('reload through a Kubernetes-style ..data symlink swap; a bad policy keep
   t.ok(sc.logs.some((l) => l.includes('policy reload failed')), 'failure logged');
   const bad = await request(`${sc.adminUrl}/reload`, { method: 'POST' });
   t.equal(bad.statusCode, 422);
+  const answer = (await bad.body.json()) as { reloaded: boolean; generation: number; problems: string[] };
+  t.match(answer, { reloaded: false, generation: 2 });
+  t.match(answer.problems.join('\n'), /policy\.yaml:\d+:\d+ .*bogus/, 'the answer says what is wrong, where');
 });
 
 t.test('a route a reload removes: its metric series go, the other routes keep theirs', async (t) => {
