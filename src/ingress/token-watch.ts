@@ -3,7 +3,7 @@
  * authorized it does not outlive its `exp`, and may be revoked before. This cuts such a connection
  * when the verifier refuses its token: at `exp` (plus the configured leeway), and, where the
  * broker is asked (online, hybrid), at every `revalidateAfter`. A broker that cannot be reached
- * does not cut it: that is not a refusal, and the next check asks again.
+ * does not cut it before exp: that is not a refusal, and the next check asks again.
  */
 import { expiryDeadlineMs } from '../auth/claims.js';
 import type { AgentIdentity, TokenVerifier } from '../auth/types.js';
@@ -43,7 +43,9 @@ export function watchToken(o: TokenWatchOptions, cut: (reason: TokenEnd) => void
       await o.verifier.verify(o.token);
       return true;
     } catch (e) {
-      if (stopped || !isSidecarError(e) || e.code === 'broker_unavailable') return true;
+      if (stopped || !isSidecarError(e)) return true;
+      // A broker that cannot answer is no refusal, but past exp the token is over whatever it says.
+      if (e.code === 'broker_unavailable' && Date.now() < deadline) return true;
       stop();
       // A broker asked about an expired token only says "invalid": past the deadline, that is expiry.
       cut(e.code === 'token_expired' || Date.now() >= deadline ? 'token_expired' : 'token_revoked');

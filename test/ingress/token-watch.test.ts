@@ -59,3 +59,29 @@ t.test('online, the broker refusing every token: cut at expiry as token_expired,
   broker.mode = 'valid';
   t.equal(await watch(agentToken({ exp: nowSeconds() + 600 }), 1000), 'token_revoked', 'asked at a recheck long before it');
 });
+
+t.test('online, the broker unreachable when the token expires: cut at expiry all the same', async (t) => {
+  const broker = await startValidateBroker('valid');
+  t.teardown(() => broker.close());
+  // cacheSize 1: verifying another token evicts this one, so the check at expiry asks the broker.
+  const verifier = await createTokenVerifier(brokerConfig({ verify: 'online', url: broker.url, revalidateAfter: '1s', timeout: '300ms', cacheSize: 1 }));
+  t.teardown(() => verifier.close());
+  const exp = nowSeconds() + 1;
+  const token = agentToken({ exp });
+  const { identity } = await verifier.verify(token);
+  await verifier.verify(agentToken({ exp: nowSeconds() + 600 }));
+  broker.mode = 'error500';
+  const deadline = (exp + 1) * 1000;
+  const cut = await new Promise<{ reason: string; at: number }>((resolve) => {
+    const giveUp = setTimeout(() => {
+      stop();
+      resolve({ reason: 'never', at: Date.now() });
+    }, 6000);
+    const stop = watchToken({ verifier, token, identity, leewayMs: 0 }, (reason) => {
+      clearTimeout(giveUp);
+      resolve({ reason, at: Date.now() });
+    });
+  });
+  t.equal(cut.reason, 'token_expired');
+  t.ok(cut.at < deadline + 1500, `${cut.at - deadline} ms after the deadline`);
+});
