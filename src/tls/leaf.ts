@@ -3,7 +3,7 @@
  * costs a single signature; leaves are cached in a bounded LRU, minted once per host even under
  * concurrent requests, and re-minted shortly before they expire. Private keys live only in memory.
  */
-import { createPrivateKey } from 'node:crypto';
+import { constants, createPrivateKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { canonicalIPv6 } from '../ipv6.js';
 import { performance } from 'node:perf_hooks';
@@ -195,7 +195,8 @@ export class LeafCache {
     }, m.signer.crypto as never);
     const certPem = cert.toString('pem');
     return {
-      context: createSecureContext({ key: m.leafKeyPem, cert: certPem }),
+      // No session tickets: a resumed session skips the SNI check (intercept.ts), naming any host.
+      context: createSecureContext({ key: m.leafKeyPem, cert: certPem, secureOptions: constants.SSL_OP_NO_TICKET }),
       certPem,
       notAfter,
       refreshAt: notAfter - (notAfter - now) * REFRESH_FRACTION,

@@ -123,6 +123,43 @@ t.test('SNI naming another host: the handshake is refused and audited as a denia
   t.match(await closeRecord(requestId), { decision: 'deny', error_code: 'tunnel_refused', close_reason: 'sni_mismatch' });
 });
 
+for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
+  t.test(`${version}: a resumed session naming another host in SNI is cut as well`, async (t) => {
+    const tunnel = () => rawRequest(fx.sc.proxyPort, connectRequest('api.example.com:443', token));
+    // A first tunnel to api.example.com, whose session the client keeps.
+    let session: Buffer | undefined;
+    const first = tlsConnect({ socket: (await tunnel()).socket, ca: ca.certPem, servername: 'api.example.com', minVersion: version, maxVersion: version });
+    first.on('session', (b: Buffer) => {
+      session = b;
+    });
+    await new Promise((r) => first.once('secureConnect', r));
+    first.write('GET /customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n');
+    await new Promise((r) => first.once('data', r));
+    first.destroy();
+    // A second one to api.example.com offers that session (if one was given) with SNI naming another host.
+    const r = await tunnel();
+    const requestId = /x-request-id: (\S+)/i.exec(r.head)![1];
+    const second = tlsConnect({
+      socket: r.socket,
+      ca: ca.certPem,
+      servername: 'untrusted.example.com',
+      ...(session ? { session } : {}),
+      minVersion: version,
+      maxVersion: version,
+      checkServerIdentity: () => undefined,
+    });
+    second.on('error', () => {});
+    let answer = '';
+    second.on('data', (c: Buffer) => {
+      answer += c.toString('latin1');
+    });
+    second.once('secureConnect', () => second.write('GET /customers/12345/billing HTTP/1.1\r\nHost: api.example.com\r\n\r\n'));
+    await new Promise((r) => second.once('close', r));
+    t.equal(answer, '', 'nothing answered');
+    t.match(await closeRecord(requestId), { decision: 'deny', error_code: 'tunnel_refused', close_reason: 'sni_mismatch' });
+  });
+}
+
 t.test('thousands of distinct host names: the leaf cache stays bounded', async (t) => {
   const hosts = 1000;
   const before = fx.sc.tls.leaves.stats().minted;
