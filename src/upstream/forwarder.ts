@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { Transform } from 'node:stream';
-import { type ConnectionOptions, checkServerIdentity } from 'node:tls';
+import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
@@ -343,6 +343,9 @@ export class Forwarder {
             secureContext: this.trust.context(caFile),
             rejectUnauthorized: true,
             minVersion: 'TLSv1.2' as const,
+            // The name checked is the origin's, never the address dialed through connectTo (an IP
+            // origin sends no SNI, and node would check the dialed address).
+            checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerIdentity(origin.host, cert),
           }
         : {}),
     });
