@@ -208,7 +208,21 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     metrics.inflightRequests++;
     if (rt.draining) res.setHeader('connection', 'close');
-    res.on('close', onClosed); // 'close' comes once; one shared listener, no per-request closure
+    if (res.socket) {
+      res.on('close', onClosed); // 'close' comes once; one shared listener, no per-request closure
+    } else {
+      // Queued behind another response on a pipelining connection: node emits no close for it
+      // when the connection goes, so the connection's close counts it out too (once).
+      let open = true;
+      const closed = () => {
+        if (!open) return;
+        open = false;
+        req.socket.off('close', closed);
+        onClosed();
+      };
+      res.on('close', closed);
+      req.socket.once('close', closed);
+    }
     handler(req, res);
   };
   const proxy = createServer(

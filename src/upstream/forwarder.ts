@@ -39,6 +39,9 @@ export interface ForwardResult {
   upstreamSeconds: number;
 }
 
+/** Requests that may wait for a busy upstream's connection beyond those it has; more get 504 at once. */
+const MAX_WAITING_PER_ORIGIN = 512;
+
 /** RFC 9110 §7.6.1 connection-specific fields, plus proxy-only ones. */
 const HOP_BY_HOP = new Set([
   'connection',
@@ -136,13 +139,15 @@ export function upstreamErrorToSidecar(err: unknown): SidecarError {
 /**
  * The request body on its way upstream: counted against `maxBytes` when it has no Content-Length
  * (undici holds a declared one to its length, checked against the limit before), and cut when no
- * byte passes for `idleMs`. Either error reaches the Exchange as the upstream request's failure.
+ * byte passes for `idleMs` once `start` is called. Either error reaches the Exchange as the upstream
+ * request's failure.
  */
-function bodyGuard(maxBytes: number | undefined, idleMs: number): Transform {
+function bodyGuard(maxBytes: number | undefined, idleMs: number): { guard: Transform; start: () => void } {
   let seen = 0;
+  let timer: NodeJS.Timeout | undefined;
   const guard = new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      timer.refresh();
+      timer?.refresh();
       seen += chunk.length;
       if (maxBytes !== undefined && seen > maxBytes) cb(new SidecarError('payload_too_large', `request body exceeds ${maxBytes} bytes`));
       else cb(null, chunk);
@@ -156,12 +161,17 @@ function bodyGuard(maxBytes: number | undefined, idleMs: number): Transform {
       cb(err);
     },
   });
-  const timer = setTimeout(() => guard.destroy(new SidecarError('request_timeout', `no request body bytes moved for ${idleMs / 1000} s`)), idleMs);
-  timer.unref();
   // undici reports the guard's error while it reads the body; once the exchange is over it no
   // longer listens, and an unheard stream error would end the process.
   guard.on('error', () => {});
-  return guard;
+  // The idle clock runs from when the request has a connection: waiting for one is not the agent's
+  // delay (that wait has its own limit, headersTimeout).
+  const start = () => {
+    if (timer !== undefined || guard.destroyed) return;
+    timer = setTimeout(() => guard.destroy(new SidecarError('request_timeout', `no request body bytes moved for ${idleMs / 1000} s`)), idleMs);
+    timer.unref();
+  };
+  return { guard, start };
 }
 
 /**
@@ -181,6 +191,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false;
   private queueTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
+  /** The upstream's response head, written to the agent with the first body byte or at the end. */
+  private head: Buffer[] | undefined;
+  private bodyStarted = false;
+  private readonly socket: IncomingMessage['socket'];
   private readonly onDrain = () => {
     this.waitingDrain = false;
     this.resumeUpstream?.();
@@ -192,19 +206,25 @@ class Exchange implements Dispatcher.DispatchHandler {
   };
 
   constructor(
+    private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly requestId: string,
     private readonly resolve: (r: ForwardResult) => void,
     private readonly reject: (err: unknown) => void,
     /** Called once undici is done with the request (it may outlive the answer to the agent). */
     private readonly done: () => void,
+    /** Called when the request has its upstream connection (the request body's idle clock starts). */
+    private readonly connected: (() => void) | undefined,
     /** Set when every connection to the upstream is busy: the longest wait for one. */
     queueLimitMs?: number,
   ) {
     res.on('close', this.onClose);
+    // A response queued behind another on a pipelining connection gets no close of its own.
+    this.socket = req.socket;
+    this.socket?.on('close', this.onClose);
     // The agent left before the request got here (while its token or credential was awaited): its
     // close came and went, and onConnect will send nothing.
-    if (res.destroyed) this.clientGone = true;
+    if (res.destroyed || this.socket?.destroyed) this.clientGone = true;
     if (queueLimitMs !== undefined) {
       this.queueTimer = setTimeout(() => this.settle(new SidecarError('upstream_timeout', 'no connection to the upstream became free in time')), queueLimitMs);
       this.queueTimer.unref();
@@ -216,6 +236,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.abortUpstream = abort;
     // The agent left, or was answered already (it waited too long for a connection): send nothing.
     if (this.clientGone || this.settled) abort(new Error('the request is no longer wanted'));
+    else this.connected?.();
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -223,11 +244,26 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.resumeUpstream = resume;
     this.upstreamSeconds = Number(process.hrtime.bigint() - this.started) / 1e9;
     this.status = statusCode;
-    this.res.writeHead(statusCode, relayHeaders(rawHeaders, this.requestId));
+    this.head = rawHeaders;
+    // Answered before the agent's body was all read: that rest is never read, so the connection
+    // cannot carry another request (node would wait for it): it closes after this response.
+    if (!this.req.complete) this.res.shouldKeepAlive = false;
     return true;
   }
 
+  /** The head goes out with the first body byte or at the end: a failure before either is still a 502/504. */
+  private writeHead(): void {
+    const raw = this.head;
+    if (raw === undefined) return;
+    this.head = undefined;
+    this.res.writeHead(this.status, relayHeaders(raw, this.requestId));
+  }
+
   onData(chunk: Buffer): boolean {
+    if (!this.bodyStarted) {
+      this.bodyStarted = true;
+      this.writeHead();
+    }
     if (this.res.write(chunk)) return true;
     this.waitingDrain = true;
     this.res.once('drain', this.onDrain);
@@ -235,12 +271,20 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    this.writeHead();
     this.res.end();
     this.settle();
     this.finish();
   }
 
   onError(err: Error): void {
+    // A 304 or 204 that announced a Content-Length has no body to send it (RFC 9110 §8.6); undici
+    // counts it as cut short. Nothing is missing: relayed as it came.
+    const code = (err as { code?: string }).code;
+    if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' && (this.status === 304 || this.status === 204) && !this.bodyStarted && !this.clientGone) {
+      this.onComplete();
+      return;
+    }
     this.settle(err);
     this.finish();
   }
@@ -249,6 +293,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.queueTimer);
+    this.socket?.off('close', this.onClose);
     this.done();
   }
 
@@ -263,6 +308,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     else if (err instanceof SidecarError) this.reject(err);
     else if ((err as { cause?: unknown })?.cause instanceof SidecarError) this.reject((err as { cause: unknown }).cause);
     else if (res.headersSent) {
+      // Cut mid-body: a reset, not a clean close, so that an agent reading to the close (HTTP/1.0,
+      // no length) sees an error rather than a shorter response.
+      try {
+        (res.socket as import('node:net').Socket | null)?.resetAndDestroy();
+      } catch {
+        // not a TCP socket (inside a TLS tunnel): destroyed below
+      }
       res.destroy();
       this.resolve({ status, upstreamSeconds });
     } else this.reject(upstreamErrorToSidecar(err));
@@ -403,11 +455,20 @@ export class Forwarder {
 
   private send(out: OutboundRequest, req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardResult> {
     const pool = this.pool(out.origin, opts.caFile);
-    let body: Transform | undefined;
-    if (opts.hasBody) body = req.pipe(bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs));
-    // Every connection busy: this request waits in the pool's queue, at most headersTimeout (504 after).
+    // Every connection busy: this request waits in the pool's queue, at most headersTimeout (504 after),
+    // and only so many wait (each one waiting is memory, and undici keeps it queued even once answered).
     const held = (this.held.get(pool) ?? 0) + 1;
+    if (held > this.opts.connectionsPerOrigin + MAX_WAITING_PER_ORIGIN) {
+      throw new SidecarError('upstream_timeout', 'every connection to the upstream is busy and too many requests wait for one');
+    }
     this.held.set(pool, held);
+    let body: Transform | undefined;
+    let connected: (() => void) | undefined;
+    if (opts.hasBody) {
+      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs);
+      body = req.pipe(g.guard);
+      connected = g.start;
+    }
     const release = () => {
       this.held.set(pool, (this.held.get(pool) ?? 1) - 1);
       // The exchange is over: a body not read to its end is not needed any more (nor its timer).
@@ -416,14 +477,11 @@ export class Forwarder {
     // (headersTimeout 0 is undici's "no limit": then no limit here either.)
     const queueLimitMs = held > this.opts.connectionsPerOrigin && this.opts.headersTimeoutMs > 0 ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
+      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, queueLimitMs);
       try {
-        pool.dispatch(
-          { path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body },
-          new Exchange(res, opts.requestId, resolve, reject, release, queueLimitMs),
-        );
+        pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, exchange);
       } catch (err) {
-        release();
-        throw err;
+        exchange.onError(err as Error);
       }
     });
   }

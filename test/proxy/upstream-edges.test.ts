@@ -1,0 +1,177 @@
+/**
+ * Upstream behaviour at the edges of HTTP, through a real sidecar: an answer before the request body
+ * was read, a pipelined request whose agent leaves, a busy upstream with many waiting, a body queued
+ * behind a busy connection, a failure between the response head and its body, a 304 announcing a
+ * length, a response cut mid-body for an HTTP/1.0 agent.
+ */
+import { writeFileSync } from 'node:fs';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import t, { type Test } from 'tap';
+import { Pool, request } from 'undici';
+import { startTestSidecar, type TestSidecar } from '../helpers/sidecar.js';
+import { tempDir } from '../helpers/tmp.js';
+import { makeKey, signToken } from '../helpers/tokens.js';
+import { startUpstream, type Upstream } from '../helpers/upstream.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const key = await makeKey();
+const keyFile = `${tempDir('aws-edges-')}/k.pem`;
+writeFileSync(keyFile, key.publicPem);
+const token = await signToken(key, { scope: ['x:y:z'] });
+
+/** An upstream speaking raw bytes: `onRequest` gets the socket once the first bytes of a request came. */
+async function rawUpstream(t: Test, onRequest: (s: Socket) => void): Promise<number> {
+  const srv = createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => onRequest(s));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => srv.close());
+  return (srv.address() as AddressInfo).port;
+}
+
+/** A sidecar with one route taking any method and path on api.example.com, towards `port` (or a helper upstream). */
+async function sidecar(t: Test, config: Record<string, unknown> = {}, port?: number) {
+  const up = port === undefined ? await startUpstream() : undefined;
+  const sc = await startTestSidecar({
+    upstreamPort: port ?? (up as Upstream).port,
+    broker: { verify: 'offline', publicKeyFile: keyFile },
+    config: { shutdown: { grace: '1s' }, ...config },
+    policies: [{ version: 'v1', routes: [{ id: 'any', host: 'api.example.com', methods: ['*'], path: '/{rest*}', scopes: ['x:y:z'] }] }],
+  });
+  t.teardown(async () => {
+    await sc.close();
+    await up?.close();
+  });
+  return { sc, up: up as Upstream };
+}
+
+function agentPool(t: Test, sc: TestSidecar, connections: number) {
+  const pool = new Pool(sc.proxyUrl, { connections, pipelining: 1 });
+  t.teardown(() => pool.destroy());
+  return (method: string, path: string, body?: Buffer) =>
+    pool.request({ method: method as 'GET', path: `http://api.example.com${path}`, headers: { host: 'api.example.com', 'proxy-authorization': `Bearer ${token}` }, body });
+}
+
+const head = (method: string, path: string, version = '1.1') =>
+  `${method} http://api.example.com${path} HTTP/${version}\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\n\r\n`;
+
+t.test('an upstream that answers before reading the request body: the agent gets the answer and its connection still serves', async (t) => {
+  const port = await rawUpstream(t, (s) => {
+    s.pause();
+    s.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope');
+  });
+  const { sc } = await sidecar(t, {}, port);
+  const send = agentPool(t, sc, 1);
+  const first = await send('POST', '/upload', Buffer.alloc(1 << 20));
+  t.equal(first.statusCode, 401);
+  t.equal(await first.body.text(), 'nope');
+  t.equal(first.headers.connection, 'close', 'the connection closes after it: the rest of the body is not read');
+  const next = await send('GET', '/next');
+  t.equal(next.statusCode, 401, 'the next request is answered (on a new connection)');
+  await next.body.dump();
+});
+
+t.test('a pipelined request whose agent leaves releases its upstream request; shutdown completes', async (t) => {
+  const { sc, up } = await sidecar(t);
+  let released = false;
+  up.handlers.set('/slow', (_r, res) => setTimeout(() => res.end('ok'), 500));
+  up.handlers.set('/stream', (_r, res) => {
+    res.on('close', () => {
+      released = true;
+    });
+    const pump = () => {
+      while (!released && res.write(Buffer.alloc(65536)));
+      if (!released) res.once('drain', pump);
+    };
+    pump();
+  });
+  const s = connect(sc.proxyPort, '127.0.0.1', () => s.write(head('GET', '/slow') + head('GET', '/stream')));
+  s.on('error', () => {});
+  await sleep(200);
+  s.destroy();
+  const until = Date.now() + 3000;
+  while (!released && Date.now() < until) await sleep(20);
+  t.ok(released, 'the upstream request was released');
+  const metrics = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_inflight_requests 0$/m);
+  const closed = await Promise.race([sc.close().then(() => true), sleep(5000).then(() => false)]);
+  t.ok(closed, 'close() completes');
+});
+
+t.test('a busy upstream: requests beyond those that may wait get 504 at once', async (t) => {
+  const { sc, up } = await sidecar(t, { upstream: { connectionsPerOrigin: 1, headersTimeout: '3s' } });
+  let finish = () => {};
+  up.handlers.set('/events', (_r, res) => {
+    res.write('data: x\n\n');
+    finish = () => res.end();
+  });
+  const send = agentPool(t, sc, 600);
+  const events = await send('GET', '/events');
+  const started = Date.now();
+  const codes = await Promise.all(
+    Array.from({ length: 520 }, () =>
+      send('GET', '/x').then(async (r) => {
+        await r.body.dump();
+        return { status: r.statusCode, ms: Date.now() - started };
+      }),
+    ),
+  );
+  const quick = codes.filter((c) => c.status === 504 && c.ms < 1500).length;
+  t.ok(quick >= 8, `those past the waiting limit answered at once (${quick})`);
+  t.ok(codes.every((c) => c.status === 504), 'all 504 while the one connection is held');
+  finish();
+  await events.body.dump();
+});
+
+t.test('a request body queued behind a busy connection is not timed out for the wait', async (t) => {
+  const { sc, up } = await sidecar(t, { proxy: { requestBodyTimeout: '1s' }, upstream: { connectionsPerOrigin: 1, headersTimeout: '5s' } });
+  up.handlers.set('/hold', (_r, res) => {
+    res.write('start');
+    setTimeout(() => res.end(), 2000);
+  });
+  const send = agentPool(t, sc, 4);
+  const holding = await send('GET', '/hold');
+  const post = await send('POST', '/upload', Buffer.alloc(256 * 1024));
+  t.equal(post.statusCode, 200, 'sent once the connection was free');
+  t.equal(((await post.body.json()) as { body: string }).body.length, 256 * 1024);
+  await holding.body.dump();
+});
+
+t.test('an upstream that fails after its response head, before any body: 502, not an empty reply', async (t) => {
+  const port = await rawUpstream(t, (s) => {
+    s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n');
+    setTimeout(() => s.destroy(), 50);
+  });
+  const { sc } = await sidecar(t, {}, port);
+  const r = await agentPool(t, sc, 1)('GET', '/dies');
+  t.equal(r.statusCode, 502);
+  t.equal(((await r.body.json()) as { error_code: string }).error_code, 'upstream_unreachable');
+});
+
+t.test('a 304 that announces a Content-Length is relayed as it came', async (t) => {
+  const { sc, up } = await sidecar(t);
+  up.handlers.set('/etag', (_r, res) => {
+    res.writeHead(304, { etag: '"v1"', 'content-length': 50 });
+    res.end();
+  });
+  const r = await agentPool(t, sc, 1)('GET', '/etag');
+  t.equal(r.statusCode, 304);
+  t.equal(r.headers.etag, '"v1"');
+  await r.body.dump();
+});
+
+t.test('a response cut mid-body reaches an HTTP/1.0 agent as a reset, not as a shorter response', async (t) => {
+  const { sc, up } = await sidecar(t);
+  up.handlers.set('/report', (_r, res) => {
+    res.write('id,amount\n1,100\n');
+    setTimeout(() => res.socket?.destroy(), 100);
+  });
+  const s = connect(sc.proxyPort, '127.0.0.1', () => s.write(head('GET', '/report', '1.0')));
+  const how = await new Promise<string>((resolve) => {
+    s.on('end', () => resolve('clean end'));
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    s.resume();
+  });
+  t.equal(how, 'ECONNRESET');
+});
