@@ -11,6 +11,7 @@ import { durationMs } from './config/schema.js';
 import { createConnectHandler } from './ingress/connect.js';
 import { Interceptor } from './ingress/intercept.js';
 import { clientErrorRefusal, OpenSplices, refuseRaw } from './ingress/raw-socket.js';
+import { whenSocketCloses } from './ingress/socket-close.js';
 import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
 import { buildGeneration } from './runtime/generation.js';
@@ -217,11 +218,11 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       const closed = () => {
         if (!open) return;
         open = false;
-        req.socket.off('close', closed);
+        unwatch();
         onClosed();
       };
+      const unwatch = whenSocketCloses(req.socket, closed);
       res.on('close', closed);
-      req.socket.once('close', closed);
     }
     handler(req, res);
   };

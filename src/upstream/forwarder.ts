@@ -10,6 +10,7 @@ import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } fro
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
+import { whenSocketCloses } from '../ingress/socket-close.js';
 import { type TrustReport, UpstreamTrust } from './trust.js';
 
 export interface ForwarderOptions {
@@ -194,7 +195,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   /** The upstream's response head, written to the agent with the first body byte or at the end. */
   private head: Buffer[] | undefined;
   private bodyStarted = false;
-  private readonly socket: IncomingMessage['socket'];
+  private readonly unwatchSocket: (() => void) | undefined;
   private readonly onDrain = () => {
     this.waitingDrain = false;
     this.resumeUpstream?.();
@@ -220,11 +221,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   ) {
     res.on('close', this.onClose);
     // A response queued behind another on a pipelining connection gets no close of its own.
-    this.socket = req.socket;
-    this.socket?.on('close', this.onClose);
+    if (!res.socket && req.socket) this.unwatchSocket = whenSocketCloses(req.socket, this.onClose);
     // The agent left before the request got here (while its token or credential was awaited): its
     // close came and went, and onConnect will send nothing.
-    if (res.destroyed || this.socket?.destroyed) this.clientGone = true;
+    if (res.destroyed || req.socket?.destroyed) this.clientGone = true;
     if (queueLimitMs !== undefined) {
       this.queueTimer = setTimeout(() => this.settle(new SidecarError('upstream_timeout', 'no connection to the upstream became free in time')), queueLimitMs);
       this.queueTimer.unref();
@@ -293,7 +293,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.queueTimer);
-    this.socket?.off('close', this.onClose);
+    this.unwatchSocket?.();
     this.done();
   }
 

@@ -175,3 +175,20 @@ t.test('a response cut mid-body reaches an HTTP/1.0 agent as a reset, not as a s
   });
   t.equal(how, 'ECONNRESET');
 });
+
+t.test('thirty requests pipelined on one connection that then goes: all counted out, one close listener', async (t) => {
+  const { sc, up } = await sidecar(t);
+  up.handlers.set('/slow', (_r, res) => setTimeout(() => res.end('ok'), 300));
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const s = connect(sc.proxyPort, '127.0.0.1', () => s.write(Array.from({ length: 30 }, () => head('GET', '/slow')).join('')));
+  s.on('error', () => {});
+  await sleep(150);
+  s.destroy();
+  await sleep(600);
+  const metrics = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_inflight_requests 0$/m);
+  t.same(warnings.filter((w) => w === 'MaxListenersExceededWarning'), []);
+});
