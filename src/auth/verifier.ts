@@ -73,7 +73,7 @@ export interface VerifierOptions {
   monotonic?: () => number;
 }
 
-/** A broker call in flight for a token, and when it was sent (monotonic ms; offline checks: -Infinity). */
+/** A broker call (offline: a signature check) in flight for a token, and when it was started (monotonic ms). */
 interface InFlight {
   result: Promise<VerifyResult>;
   sentAt: number;
@@ -164,6 +164,8 @@ class Verifier implements TokenVerifier {
   private joinable(key: string): Promise<VerifyResult> | undefined {
     const running = this.inflight.get(key);
     if (!running) return undefined;
+    // Offline (no broker call) a check in flight is always joined: its answer does not age.
+    if (!this.online) return running.result;
     return this.monotonic() - running.sentAt < this.revalidateMs ? running.result : undefined;
   }
 
@@ -186,10 +188,7 @@ class Verifier implements TokenVerifier {
     }
     if (found.kind === 'refused') return this.refuse(found.error, 'cache');
     const known = found.kind === 'stale' ? found.identity : undefined;
-    // Offline (no broker call) any check in flight is joined: its answer does not age.
-    const pending =
-      (this.online ? this.joinable(key) : this.inflight.get(key)?.result) ??
-      this.share(key, known ? this.revalidate(token, key, known) : this.firstSight(token, key, now), this.online ? this.monotonic() : NEVER);
+    const pending = this.joinable(key) ?? this.share(key, known ? this.revalidate(token, key, known) : this.firstSight(token, key, now), this.monotonic());
     try {
       const result = await pending;
       this.observer?.verification('ok', result.source);

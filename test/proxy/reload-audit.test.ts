@@ -1,7 +1,7 @@
 /** Hot reload (good and bad), config_applied records, and the audit trail of real decisions. */
 import { readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ProxyAgent, request } from 'undici';
 import { stringify } from 'yaml';
 import { verifyAuditStream } from '../../src/audit/verify.js';
@@ -23,6 +23,17 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms = 3000): Promi
     await new Promise((r) => setTimeout(r, 25));
   }
   return false;
+}
+
+/** GETs http://api.example.com<path> through `proxyUrl` with a token of `scopes` (its agent closed at teardown). */
+async function getterFor(t: Test, proxyUrl: string, scopes: string[]) {
+  const tok = await signToken(key, { scope: scopes });
+  const agent = new ProxyAgent({ uri: proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  return async (p: string) => {
+    const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
+    return { status: r.statusCode, text: await r.body.text() };
+  };
 }
 
 /** A sidecar verifying offline with `key`, in a new directory that holds the key file and the audit log. */
@@ -97,14 +108,8 @@ t.test('a route a reload removes: its metric series go, the other routes keep th
   const policyFile = join(sc.dir, 'policies', 'policy-0.yaml');
   writeFileSync(policyFile, stringify(withAccounts));
   t.equal((await request(`${sc.adminUrl}/reload`, { method: 'POST' })).statusCode, 200);
-  const tok = await signToken(key, { scope: ['read:billing:customer-12345', 'read:accounts:a1'] });
-  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
-  t.teardown(() => agent.close());
-  const get = async (p: string) => {
-    const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
-    await r.body.dump();
-    return r.statusCode;
-  };
+  const fetchVia = await getterFor(t, sc.proxyUrl, ['read:billing:customer-12345', 'read:accounts:a1']);
+  const get = async (p: string) => (await fetchVia(p)).status;
   t.equal(await get('/accounts/a1'), 200);
   t.equal(await get('/customers/12345/billing'), 200);
   const metrics = async () => (await request(`${sc.adminUrl}/metrics`)).body.text();
@@ -276,14 +281,7 @@ t.test("a reload that leaves a connector as it was does not fail because that co
   });
   const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, dir, policies: [policy()] });
   t.teardown(() => sc.close());
-  const tok = await signToken(key, { scope: ['read:billing:customer-12345'] });
-  const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
-  t.teardown(() => agent.close());
-  const get = async (p: string) => {
-    const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
-    const text = await r.body.text();
-    return { status: r.statusCode, text };
-  };
+  const get = await getterFor(t, sc.proxyUrl, ['read:billing:customer-12345']);
   t.equal((await get('/customers/12345/billing')).status, 200);
   // The secret is being rotated: empty for a moment (its requests get 503 meanwhile).
   writeFileSync(secretFile, '');
@@ -313,14 +311,8 @@ for (const how of ['a symlink to it swapped', 'renamed over'] as const) {
     else renameSync(v1, current);
     const sc = await startTestSidecar({ upstreamPort: upstream.port, broker: { verify: 'offline', publicKeyFile: keyFile }, config: { policies: [current] }, policies: [] });
     t.teardown(() => sc.close());
-    const tok = await signToken(key, { scope: ['read:billing:customer-12345', 'read:accounts:a1'] });
-    const agent = new ProxyAgent({ uri: sc.proxyUrl, token: `Bearer ${tok}`, proxyTunnel: false });
-    t.teardown(() => agent.close());
-    const get = async (p: string) => {
-      const r = await request(`http://api.example.com${p}`, { dispatcher: agent });
-      await r.body.dump();
-      return r.statusCode;
-    };
+    const fetchVia = await getterFor(t, sc.proxyUrl, ['read:billing:customer-12345', 'read:accounts:a1']);
+    const get = async (p: string) => (await fetchVia(p)).status;
     t.equal(await get('/accounts/a1'), 403);
     const v2 = join(base, 'v2');
     mkdirSync(v2);
