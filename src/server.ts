@@ -94,6 +94,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     headersTimeoutMs: durationMs(config.upstream.headersTimeout),
     bodyTimeoutMs: durationMs(config.upstream.bodyTimeout),
     connectionsPerOrigin: config.upstream.connectionsPerOrigin,
+    onAgentStalled: (requestId) =>
+      logger.warn({ request_id: requestId, after: config.upstream.bodyTimeout }, 'response cut: the agent read none of it for upstream.bodyTimeout'),
     onTrustReport: (r) => {
       metrics.upstreamCaReloads.inc({ result: r.result });
       if (r.result === 'success') logger.info({ file: r.file }, 'upstream CA file changed; new upstream connections verify against it');

@@ -21,6 +21,8 @@ export interface ForwarderOptions {
   bodyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxPools?: number;
+  /** A response cut because its agent read nothing of it for bodyTimeoutMs. */
+  onAgentStalled?: (requestId: string) => void;
   /** A CA file that changed: taken into service, or not usable (the trust in service stays). */
   onTrustReport?: (r: TrustReport) => void;
 }
@@ -192,6 +194,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finished = false;
   private queueTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
+  /** Runs while the agent's socket is full: an agent that reads nothing for stallMs is cut. */
+  private stallTimer: NodeJS.Timeout | undefined;
   /** The upstream's response head, written to the agent with the first body byte or at the end. */
   private head: Buffer[] | undefined;
   private bodyStarted = false;
@@ -199,6 +203,17 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly onDrain = () => {
     this.waitingDrain = false;
     this.resumeUpstream?.();
+  };
+  /**
+   * The agent took none of the response for stallMs while the upstream waits (paused, undici's body
+   * timeout does not run): both connections would be held for as long as the agent likes. One timer
+   * serves the exchange: each time the socket fills it is set again (refresh() re-arms a timer that
+   * went off while the agent was reading).
+   */
+  private readonly onStall = () => {
+    if (this.settled || !this.waitingDrain) return;
+    this.onAgentStalled?.(this.requestId);
+    this.abortUpstream?.(new Error('the agent read nothing of the response in time'));
   };
   private readonly onClose = () => {
     if (this.settled || this.res.writableFinished) return;
@@ -216,6 +231,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly done: () => void,
     /** Called when the request has its upstream connection (the request body's idle clock starts). */
     private readonly connected: (() => void) | undefined,
+    /** Longest the agent may leave the response unread (0: no limit). */
+    private readonly stallMs: number,
+    private readonly onAgentStalled: ((requestId: string) => void) | undefined,
     /** Set when every connection to the upstream is busy: the longest wait for one. */
     queueLimitMs?: number,
   ) {
@@ -267,6 +285,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.res.write(chunk)) return true;
     this.waitingDrain = true;
     this.res.once('drain', this.onDrain);
+    if (this.stallMs > 0) {
+      if (this.stallTimer === undefined) {
+        this.stallTimer = setTimeout(this.onStall, this.stallMs);
+        this.stallTimer.unref();
+      } else this.stallTimer.refresh();
+    }
     return false;
   }
 
@@ -303,6 +327,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     const { res, status, upstreamSeconds } = this;
     // The close listener stays: it does nothing once settled, and the response is done with.
     if (this.waitingDrain) res.off('drain', this.onDrain);
+    clearTimeout(this.stallTimer);
     if (err === undefined) this.resolve({ status, upstreamSeconds });
     else if (this.clientGone) this.resolve({ status: status || 499, upstreamSeconds });
     else if (err instanceof SidecarError) this.reject(err);
@@ -477,7 +502,7 @@ export class Forwarder {
     // (headersTimeout 0 is undici's "no limit": then no limit here either.)
     const queueLimitMs = held > this.opts.connectionsPerOrigin && this.opts.headersTimeoutMs > 0 ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
-      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, queueLimitMs);
+      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, this.opts.bodyTimeoutMs, this.opts.onAgentStalled, queueLimitMs);
       try {
         pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, exchange);
       } catch (err) {

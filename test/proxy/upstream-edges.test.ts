@@ -192,3 +192,55 @@ t.test('thirty requests pipelined on one connection that then goes: all counted 
   t.match(metrics, /^agentwrit_sidecar_inflight_requests 0$/m);
   t.same(warnings.filter((w) => w === 'MaxListenersExceededWarning'), []);
 });
+
+t.test('an agent that stops reading a response is cut after upstream.bodyTimeout: the upstream connection is not held', async (t) => {
+  const { sc, up } = await sidecar(t, { upstream: { bodyTimeout: '1s' } });
+  let released = 0;
+  let sent = 0;
+  up.handlers.set('/endless', (_r, res) => {
+    res.on('close', () => {
+      released = Date.now();
+    });
+    const pump = () => {
+      while (!released) {
+        sent += 65536;
+        if (!res.write(Buffer.alloc(65536))) break;
+      }
+      if (!released) res.once('drain', pump);
+    };
+    pump();
+  });
+  const s = connect(sc.proxyPort, '127.0.0.1', () => s.write(head('GET', '/endless')));
+  let agentClosed = false;
+  s.on('error', () => {});
+  s.on('close', () => {
+    agentClosed = true;
+  });
+  // The head and the first bytes are read, then nothing more.
+  await new Promise<void>((r) => s.once('data', () => r()));
+  s.pause();
+  const paused = Date.now();
+  while (!released && Date.now() < paused + 6000) await sleep(50);
+  t.ok(released, 'the upstream response was abandoned');
+  t.ok(sent > 65536, `the agent had stopped reading a response that kept coming (${sent} bytes sent)`);
+  t.ok(released - paused >= 900, `not before the limit (${released - paused} ms)`);
+  // Reading again, the agent finds its connection closed.
+  s.resume();
+  const until = Date.now() + 3000;
+  while (!agentClosed && Date.now() < until) await sleep(20);
+  t.ok(agentClosed, "the agent's connection was closed");
+  t.ok(s.bytesRead < sent, `with the response cut short (${s.bytesRead} of ${sent} bytes)`);
+  s.destroy();
+  await sleep(50);
+  t.ok(
+    sc.logs.some((l) => l.includes('response cut: the agent read none of it')),
+    'a warning says why',
+  );
+  const metrics = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_inflight_requests 0$/m);
+  // The sidecar still serves.
+  up.handlers.set('/ok', (_r, res) => res.end('fine'));
+  const send = agentPool(t, sc, 1);
+  const next = await send('GET', '/ok');
+  t.equal(await next.body.text(), 'fine');
+});
