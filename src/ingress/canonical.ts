@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { canonicalIPv6 } from '../ipv6.js';
 import { SidecarError } from '../errors.js';
 import type { CanonicalRequest } from '../policy/types.js';
+import { METHOD_OVERRIDE_DETAIL, queryHasMethodOverride } from './method-override.js';
 
 const ambiguous = (detail: string) => new SidecarError('ambiguous_request', detail);
 const bad = (detail: string) => new SidecarError('bad_request', detail);
@@ -132,6 +133,7 @@ function checkQuery(raw: string, start: number): void {
     const c = raw.charCodeAt(i);
     if (c <= 32 || c >= 127 || c === 35) refuseChar(c, 'query');
   }
+  if (queryHasMethodOverride(raw.slice(start))) throw ambiguous(METHOD_OVERRIDE_DETAIL('query'));
 }
 
 /** host[:port] or [v6][:port] → lower-case host without brackets and explicit or default port. */

@@ -10,6 +10,7 @@ import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } fro
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
+import { bodyOverrideScanner, METHOD_OVERRIDE_DETAIL } from '../ingress/method-override.js';
 import { whenSocketCloses } from '../ingress/socket-close.js';
 import { type TrustReport, UpstreamTrust } from './trust.js';
 
@@ -141,18 +142,21 @@ export function upstreamErrorToSidecar(err: unknown): SidecarError {
 
 /**
  * The request body on its way upstream: counted against `maxBytes` when it has no Content-Length
- * (undici holds a declared one to its length, checked against the limit before), and cut when no
- * byte passes for `idleMs` once `start` is called. Either error reaches the Exchange as the upstream
- * request's failure.
+ * (undici holds a declared one to its length, checked against the limit before), cut when no byte
+ * passes for `idleMs` once `start` is called, and cut before a form field `_method` (a method
+ * override, method-override.ts) passes. Each error reaches the Exchange as the upstream request's
+ * failure; the upstream has then had part of the body only, and its connection closes.
  */
-function bodyGuard(maxBytes: number | undefined, idleMs: number): { guard: Transform; start: () => void } {
+function bodyGuard(maxBytes: number | undefined, idleMs: number, contentType: string | undefined): { guard: Transform; start: () => void } {
   let seen = 0;
   let timer: NodeJS.Timeout | undefined;
+  const overrides = bodyOverrideScanner(contentType);
   const guard = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       timer?.refresh();
       seen += chunk.length;
       if (maxBytes !== undefined && seen > maxBytes) cb(new SidecarError('payload_too_large', `request body exceeds ${maxBytes} bytes`));
+      else if (overrides?.feed(chunk)) cb(new SidecarError('ambiguous_request', METHOD_OVERRIDE_DETAIL('form body')));
       else cb(null, chunk);
     },
     flush(cb) {
@@ -490,7 +494,7 @@ export class Forwarder {
     let body: Transform | undefined;
     let connected: (() => void) | undefined;
     if (opts.hasBody) {
-      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs);
+      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs, req.headers['content-type']);
       body = req.pipe(g.guard);
       connected = g.start;
     }

@@ -1,0 +1,112 @@
+/**
+ * `_method` parameters (method overrides of Rails, Laravel, Symfony, Express's method-override):
+ * the scanners as a table, pieces cut at every byte, and the query refusal through canonicalization.
+ */
+import t from 'tap';
+import { SidecarError } from '../../src/errors.js';
+import { canonicalizeForward, canonicalizeOrigin } from '../../src/ingress/canonical.js';
+import { bodyOverrideScanner, FormNameScanner, MultipartNameScanner, queryHasMethodOverride } from '../../src/ingress/method-override.js';
+
+const FORM: Array<[string, boolean]> = [
+  ['_method=DELETE', true],
+  ['a=1&_method=PUT', true],
+  ['a=1;_method=PUT', true],
+  ['a=1&&_method=PUT&b=2', true],
+  ['_method=', true],
+  ['%5Fmethod=DELETE', true],
+  ['%5fMETHOD=DELETE', true],
+  ['_%6Dethod=DELETE', true],
+  ['_%6dethod=DELETE', true],
+  ['_METHOD=DELETE', true],
+  ['+_method=DELETE', true], // PHP drops leading spaces
+  ['%20%20_method=DELETE', true],
+  ['.method=DELETE', true], // PHP reads '.' as '_'
+  ['+method=DELETE', false], // the space is leading: "method"
+  ['_method[x]=DELETE', true],
+  ['_method%5Bx%5D=DELETE', true],
+  ['method=DELETE', false],
+  ['__method=DELETE', false],
+  ['x_method=DELETE', false],
+  ['_methods=DELETE', false],
+  ['_metho=DELETE', false],
+  ['_method%00=DELETE', false],
+  ['_method%=DELETE', false],
+  ['_method%4=DELETE', false],
+  ['a=_method', false],
+  ['a=_method=1', false],
+  ['a=1%26_method%3D1', false], // an encoded '&' does not start a name
+  ['_method', false], // no value: nothing to override with
+  ['', false],
+  ['q=search&page=2', false],
+  ['%zz_method=1', false],
+  ['%_method=1', false],
+];
+
+t.test('form text: which names are `_method`', async (t) => {
+  for (const [text, expected] of FORM) {
+    t.equal(new FormNameScanner().feed(text), expected, JSON.stringify(text));
+    t.equal(queryHasMethodOverride(text), expected, `query ${JSON.stringify(text)}`);
+    // The same text as bytes, cut at every place: the answer does not depend on where pieces end.
+    for (let cut = 1; cut < text.length; cut++) {
+      const s = new FormNameScanner();
+      const found = s.feed(Buffer.from(text.slice(0, cut))) || s.feed(Buffer.from(text.slice(cut)));
+      if (found !== expected) t.fail(`${JSON.stringify(text)} cut at ${cut}: ${found}`);
+    }
+  }
+  // One byte at a time.
+  const s = new FormNameScanner();
+  let found = false;
+  for (const b of Buffer.from('a=1&b=%5F&%5F%6D%65%74%68%6F%64=PATCH')) found = s.feed(Buffer.from([b])) || found;
+  t.ok(found, 'fully escaped, one byte per piece');
+});
+
+t.test('multipart bodies: a part named `_method`', async (t) => {
+  const part = (disposition: string, value = 'DELETE') =>
+    `--b\r\nContent-Disposition: ${disposition}\r\n\r\n${value}\r\n--b--\r\n`;
+  const cases: Array<[string, boolean]> = [
+    [part('form-data; name="_method"'), true],
+    [part('form-data; NAME="_METHOD"'), true],
+    [part('form-data; name=_method'), true],
+    [part('form-data; name="_method"; filename="x"'), true],
+    [part("form-data; name*=utf-8''_method"), true],
+    [part('form-data; name="_method[x]"'), true],
+    [part('form-data; name="other"'), false],
+    [part('form-data; name="_methods"'), false],
+    [part('form-data; name="other"; filename="_method"'), false],
+    [part('form-data; name="x_method"'), false],
+  ];
+  for (const [body, expected] of cases) {
+    t.equal(new MultipartNameScanner().feed(Buffer.from(body)), expected, JSON.stringify(body));
+    for (let cut = 1; cut < body.length; cut++) {
+      const s = new MultipartNameScanner();
+      const found = s.feed(Buffer.from(body.slice(0, cut))) || s.feed(Buffer.from(body.slice(cut)));
+      if (found !== expected) t.fail(`${JSON.stringify(body)} cut at ${cut}: ${found}`);
+    }
+  }
+});
+
+t.test('which bodies are read for `_method`', async (t) => {
+  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded') instanceof FormNameScanner);
+  t.ok(bodyOverrideScanner('Application/X-WWW-Form-Urlencoded; charset=UTF-8') instanceof FormNameScanner);
+  t.ok(bodyOverrideScanner('multipart/form-data; boundary=b') instanceof MultipartNameScanner);
+  t.equal(bodyOverrideScanner('application/json'), undefined);
+  t.equal(bodyOverrideScanner(undefined), undefined);
+});
+
+t.test('a `_method` query parameter is refused as ambiguous, in every request form', async (t) => {
+  const refused = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return e instanceof SidecarError ? `${e.code}: ${e.message}` : String(e);
+    }
+    return 'accepted';
+  };
+  t.match(refused(() => canonicalizeForward('POST', 'http://h/x?_method=DELETE', { host: 'h' })), /^ambiguous_request: .*a method override \(_method\) in the query/);
+  t.match(refused(() => canonicalizeForward('GET', 'http://h/x?a=1&%5Fmethod=DELETE', { host: 'h' })), /^ambiguous_request/);
+  t.match(
+    refused(() => canonicalizeOrigin('POST', '/x?_method=PUT', { host: 'h' }, { kind: 'intercepted', host: 'h', port: 443 })),
+    /^ambiguous_request/,
+  );
+  t.equal(refused(() => canonicalizeForward('POST', 'http://h/x?method=DELETE&q=_method', { host: 'h' })), 'accepted');
+});
