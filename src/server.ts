@@ -164,6 +164,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     metrics.policyRoutes.set(g.policy.routes.length);
     // The generation is in service whether or not the log can be written right now: kept.
     audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest }, true);
+    // Tunnels and WebSockets it would not allow now end (their tunnel_closed records follow).
+    const cut = rt.splices.recheck(g.policy);
+    if (cut > 0) logger.info({ generation: g.id, connections: cut }, 'tunnels and WebSockets the new policy does not allow were closed');
   };
   try {
     applied(await buildGeneration(1, config.policies, loaded.baseDir, env));

@@ -190,7 +190,21 @@ async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt
   recordTunnel(rt, { type: 'tunnel', requestId: a.requestId, outcome: 'passed_through', host: a.host, port: a.port, identity: a.identity, scopes: a.scopes });
   rt.metrics.activeTunnels.inc();
   if (head.length > 0) upstream.write(head);
-  splice(socket, upstream, { idleMs: durationMs(rt.config.tls.tunnelIdleTimeout), watch: tokenWatchFor(rt, token, a.identity!), registry: rt.splices }).then(
+  const identity = a.identity!;
+  // A reload that drops the entry, or no longer lets this token through it, ends the tunnel.
+  const stillAllowed = (policy: CompiledPolicy) => {
+    try {
+      return decideTunnel(policy, identity, a.host!, a.port!, rt.config.tls.connectPorts).kind === 'pass';
+    } catch {
+      return false;
+    }
+  };
+  splice(socket, upstream, {
+    idleMs: durationMs(rt.config.tls.tunnelIdleTimeout),
+    watch: tokenWatchFor(rt, token, identity),
+    registry: rt.splices,
+    stillAllowed,
+  }).then(
     (r) => {
       rt.metrics.activeTunnels.dec();
       recordTunnel(rt, {

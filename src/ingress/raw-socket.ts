@@ -9,6 +9,7 @@ import { ERROR_CATALOGUE, SidecarError } from '../errors.js';
 import { recordDecision } from '../pipeline/record.js';
 import { nextRequestId } from '../pipeline/request-id.js';
 import { problemBody } from '../pipeline/respond.js';
+import type { CompiledPolicy } from '../policy/compile.js';
 import type { Runtime } from '../runtime/types.js';
 
 const PROXY_AUTHENTICATE = 'Bearer realm="agentwrit-sidecar", Basic realm="agentwrit-sidecar"';
@@ -125,21 +126,50 @@ export interface SpliceResult {
   bytesOut: number;
   durationMs: number;
   /** Which side ended it first, or why it was cut. */
-  reason: 'client_closed' | 'upstream_closed' | 'client_error' | 'upstream_error' | 'idle_timeout' | 'token_expired' | 'token_revoked' | 'shutdown';
+  reason:
+    | 'client_closed'
+    | 'upstream_closed'
+    | 'client_error'
+    | 'upstream_error'
+    | 'idle_timeout'
+    | 'token_expired'
+    | 'token_revoked'
+    | 'policy_changed'
+    | 'shutdown';
 }
+
+type CutReason = 'shutdown' | 'policy_changed';
+
+/** Whether a connection opened under one policy is still allowed under another. */
+export type StillAllowed = (policy: CompiledPolicy) => boolean;
 
 /**
  * One sidecar's spliced connections (pass-through tunnels, WebSockets), so that shutdown can end
  * them at once (no linger) and wait until what follows each (its tunnel_closed record) is done.
  */
 export class OpenSplices {
-  private readonly open = new Map<Promise<SpliceResult>, () => void>();
+  private readonly open = new Map<Promise<SpliceResult>, { cut: (reason: CutReason) => void; allowed?: StillAllowed }>();
 
   /** Called by splice() for each connection while it lasts. */
-  add(done: Promise<SpliceResult>, cut: () => void): void {
-    this.open.set(done, cut);
+  add(done: Promise<SpliceResult>, cut: (reason: CutReason) => void, allowed?: StillAllowed): void {
+    this.open.set(done, { cut, allowed });
     const forget = () => this.open.delete(done);
     done.then(forget, forget);
+  }
+
+  /**
+   * A new policy generation is in service: each connection it would not allow now (its route or
+   * pass-through entry gone, or asking scopes its token lacks) is cut, as a request would be refused.
+   * Returns how many were cut.
+   */
+  recheck(policy: CompiledPolicy): number {
+    let n = 0;
+    for (const { cut, allowed } of this.open.values()) {
+      if (allowed === undefined || allowed(policy)) continue;
+      cut('policy_changed');
+      n++;
+    }
+    return n;
   }
 
   /**
@@ -148,7 +178,7 @@ export class OpenSplices {
    */
   async cutAll(): Promise<void> {
     const all = [...this.open];
-    for (const [, cut] of all) cut();
+    for (const [, { cut }] of all) cut('shutdown');
     await Promise.allSettled(all.map(([done]) => done));
   }
 }
@@ -166,8 +196,10 @@ export function splice(
     startedAt?: number;
     /** Cuts the connection for a reason of its own (token-watch.ts); returns its stop function. */
     watch?: (cut: (reason: 'token_expired' | 'token_revoked') => void) => () => void;
-    /** Where shutdown finds it. */
+    /** Where shutdown and reloads find it. */
     registry?: OpenSplices;
+    /** Asked at each reload: false cuts the connection (reason policy_changed). */
+    stillAllowed?: StillAllowed;
   },
 ): Promise<SpliceResult> {
   const started = opts.startedAt ?? performance.now();
@@ -220,6 +252,6 @@ export function splice(
     client.once('close', onClose('client'));
     upstream.once('close', onClose('upstream'));
   });
-  opts.registry?.add(done, () => cut('shutdown'));
+  opts.registry?.add(done, cut, opts.stillAllowed);
   return done;
 }

@@ -12,10 +12,11 @@ import type { Duplex } from 'node:stream';
 import type { OutboundRequest } from '../connectors/types.js';
 import { durationMs } from '../config/schema.js';
 import { isSidecarError, SidecarError } from '../errors.js';
-import { prepareRequest, type RequestState } from '../pipeline/handler.js';
+import { authorize, prepareRequest, type RequestState } from '../pipeline/handler.js';
 import { recordDecision } from '../pipeline/record.js';
 import { nextRequestId } from '../pipeline/request-id.js';
 import { toSidecarError } from '../pipeline/respond.js';
+import type { CompiledPolicy } from '../policy/compile.js';
 import type { Runtime } from '../runtime/types.js';
 import { stripHopByHop, upstreamErrorToSidecar } from '../upstream/forwarder.js';
 import { closeAfterEnd, splice, writeRawProblem } from './raw-socket.js';
@@ -238,7 +239,14 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     const started = performance.now();
     // The token the upgrade was allowed with (prepareRequest found one): the WebSocket ends with it.
     const token = extractToken(req.headers, tunnelContextOf(req.socket)?.token).token as string;
-    const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, st.identity!), registry: rt.splices });
+    const identity = st.identity!;
+    const canon = st.canon!;
+    // A reload after which no route allows this upgrade for this token ends the WebSocket.
+    const stillAllowed = (policy: CompiledPolicy) => {
+      const m = policy.matcher.match(canon);
+      return m !== undefined && authorize(identity, m) === undefined;
+    };
+    const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, identity), registry: rt.splices, stillAllowed });
     recordTunnel(rt, {
       type: 'tunnel_closed',
       requestId: st.requestId,
