@@ -27,8 +27,8 @@
  * is still configured.
  */
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { type FileHandle, lstat, open, readlink, realpath, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { chainPrepared, chainRecord, GENESIS_HASH, type PreparedRecord, prepareRecord, ROTATED_TYPE } from './chain.js';
 import { type AuditLock, type AuditLockOptions, acquireAuditLock } from './lock.js';
@@ -478,8 +478,32 @@ async function headOf(path: string): Promise<ChainHead | undefined> {
   }
 }
 
-export async function openAuditSink(opts: AuditSinkOptions): Promise<OpenedAuditSink> {
-  if (opts.path === '-') return new ChainedSink(stdoutOutput(), opts, { seq: 0, hash: GENESIS_HASH });
+/**
+ * The file a log path names: a symlink is followed to its target, so that one log has one lock
+ * (beside the target) whichever name each writer was given, and rotation moves the log itself
+ * rather than the link. A link whose target does not exist yet names that target.
+ */
+async function logFileOf(path: string): Promise<string> {
+  let file = path;
+  // A chain of dangling links is followed as far as the system would (then open() says ELOOP).
+  for (let hops = 0; hops < 40; hops++) {
+    try {
+      if (!(await lstat(file)).isSymbolicLink()) return file;
+    } catch {
+      return file; // created when opened
+    }
+    try {
+      return await realpath(file);
+    } catch {
+      file = resolve(dirname(file), await readlink(file));
+    }
+  }
+  return path;
+}
+
+export async function openAuditSink(given: AuditSinkOptions): Promise<OpenedAuditSink> {
+  if (given.path === '-') return new ChainedSink(stdoutOutput(), given, { seq: 0, hash: GENESIS_HASH });
+  const opts = { ...given, path: await logFileOf(given.path) };
   const rotation = rotationFor(opts);
   let sink: ChainedSink | undefined;
   const lock = await acquireAuditLock(opts.path, {

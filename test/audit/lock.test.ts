@@ -4,7 +4,7 @@
  * replaced under its writer is reported.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -209,4 +209,19 @@ t.test('taking over removes only the abandoned lock it looked at', async (t) => 
   await removeAbandoned(lock, statSync(lock));
   t.notOk(existsSync(lock), 'the lock that was looked at is removed');
   t.same(readdirSync(dir), [], 'nothing left aside');
+});
+
+t.test('a log reached through a symlink has one lock: a writer given the link and one given the file exclude each other', async (t) => {
+  const dir = t.testdir({ data: {} });
+  const real = join(dir, 'data', 'audit.jsonl');
+  const link = join(dir, 'audit.jsonl');
+  symlinkSync(real, link); // dangling until the first writer creates the file
+  const first = await openAuditSink(sinkOpts(link));
+  t.ok(existsSync(lockPathOf(real)), 'the lock is beside the file itself');
+  t.notOk(existsSync(lockPathOf(link)), 'not beside the link');
+  await t.rejects(openAuditSink(sinkOpts(real)), /is in use by pid/);
+  first.append({ type: 'request', time: 't', request_id: 'r1' });
+  await first.close();
+  t.ok(lstatSync(link).isSymbolicLink(), 'the link is left as it was');
+  t.equal(readFileSync(real, 'utf8').split('\n').filter(Boolean).length, 1, 'the record is in the file the link names');
 });

@@ -193,3 +193,19 @@ t.test('a rename that fails half-way through the shift: the retry goes on from t
   const requests = [...after.flat(), ...(await lines(path))].filter((r) => r.type === 'request').map((r) => r.request_id);
   t.equal(requests.at(-1), `r-${n - 1}`, 'the newest record is kept');
 });
+
+t.test('a log path that is a symlink: rotation moves the file it names, the link stays and names the new file', async (t) => {
+  const dir = t.testdir({ data: {} });
+  const real = join(dir, 'data', 'audit.jsonl');
+  const link = join(dir, 'audit.jsonl');
+  await fsp.symlink(real, link);
+  const opts: AuditSinkOptions = { path: link, onFailure: 'closed', flushIntervalMs: 5, maxQueue: 100, rotateBytes: 3000, rotateKeep: 2 };
+  await write(opts, 0, 30);
+  t.ok((await fsp.lstat(link)).isSymbolicLink(), 'the link is still a link');
+  t.ok(existsSync(`${real}.1`), 'the file it names was rotated beside it');
+  t.notOk(existsSync(`${link}.1`), 'nothing rotated beside the link');
+  const files = [`${real}.2`, `${real}.1`, real].filter((f) => existsSync(f));
+  const r = await verify(files);
+  t.equal(r.code, 0, r.err);
+  t.match(await lines(link), [{ type: 'rotated' }], 'the link reads the newest file');
+});
