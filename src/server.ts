@@ -5,6 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { openAuditSink } from './audit/sink.js';
+import type { AuditEvent } from './audit/types.js';
 import { createTokenVerifier } from './auth/verifier.js';
 import type { LoadedConfig } from './config/load.js';
 import { durationMs } from './config/schema.js';
@@ -154,6 +155,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   });
   const rt: Runtime = { config, generation: () => generation, verifier, forwarder, audit, metrics, logger, draining: false, splices: new OpenSplices() };
 
+  let unstarted: AuditEvent[] | undefined = [];
   const applied = (g: Generation) => {
     generation = g;
     // What only removed routes used is let go: their metric series, their CA files' trust and
@@ -162,8 +164,11 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     forwarder.retainRouteCaFiles(new Set(g.policy.routes.flatMap((r) => (r.def.caFile === undefined ? [] : [r.def.caFile]))));
     metrics.policyGeneration.set(g.id);
     metrics.policyRoutes.set(g.policy.routes.length);
-    // The generation is in service whether or not the log can be written right now: kept.
-    audit.append({ type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest }, true);
+    // The generation is in service whether or not the log can be written right now: kept. Until the
+    // listeners are up, held back: a start that fails served nothing under it.
+    const record: AuditEvent = { type: 'config_applied', time: new Date().toISOString(), generation: g.id, policy_digest: g.digest };
+    if (unstarted) unstarted.push(record);
+    else audit.append(record, true);
     // Tunnels and WebSockets it would not allow now end (their tunnel_closed records follow).
     const cut = rt.splices.recheck(g.policy);
     if (cut > 0) logger.info({ generation: g.id, connections: cut }, 'tunnels and WebSockets the new policy does not allow were closed');
@@ -335,6 +340,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   let adminPort: number;
   try {
     proxyPort = await listen(proxy, config.proxy.listen, 'proxy');
+    // Serving from here on (nothing read off a socket yet): the generations applied so far come first.
+    for (const record of unstarted) audit.append(record, true);
+    unstarted = undefined;
     adminPort = await listen(admin, config.admin.listen, 'admin');
   } catch (err) {
     reloader.stop();
