@@ -130,7 +130,7 @@ export class AuditLog {
 
   record(input: AuditInput): BrokerAuditEvent {
     this.counter++;
-    const e = buildEvent(this.lastHash, eventId(this.counter), this.clock(), input);
+    const e = buildEvent(this.lastHash, eventId(this.counter), this.clock(), bounded(input));
     this.lastHash = e.hash;
     this.events.push(e);
     this.onAppend(e);
@@ -162,6 +162,21 @@ export class AuditLog {
     });
     return { events: matches.slice(offset, offset + limit), total: matches.length };
   }
+}
+
+/** Longest text kept in one field of an event (a request path, a client_id in a detail). */
+export const AUDIT_FIELD_MAX = 1024;
+
+/**
+ * Events are kept for the broker's life: a field an unauthenticated caller fills (the path of a
+ * refused request, a client_id) is cut to AUDIT_FIELD_MAX characters, saying how much was cut, so
+ * that each refusal costs a bounded amount of memory. (The reference broker keeps them whole.)
+ */
+function bounded(input: AuditInput): AuditInput {
+  const clip = (v: string | undefined) => (v === undefined || v.length <= AUDIT_FIELD_MAX ? v : `${v.slice(0, AUDIT_FIELD_MAX)}…[${v.length - AUDIT_FIELD_MAX} more characters]`);
+  const { detail, resource, agent_id, task_id, orch_id } = input;
+  if (detail.length <= AUDIT_FIELD_MAX && (resource?.length ?? 0) <= AUDIT_FIELD_MAX && (agent_id?.length ?? 0) <= AUDIT_FIELD_MAX && (task_id?.length ?? 0) <= AUDIT_FIELD_MAX && (orch_id?.length ?? 0) <= AUDIT_FIELD_MAX) return input;
+  return { ...input, detail: clip(detail) as string, resource: clip(resource), agent_id: clip(agent_id), task_id: clip(task_id), orch_id: clip(orch_id) };
 }
 
 export type ChainCheck = { ok: true; count: number } | { ok: false; index: number; id: string; reason: string };

@@ -90,9 +90,22 @@ function redirect(method: string, location: string): Reply {
   };
 }
 
+/** Bytes a path keeps as they are in Go's url.URL.EscapedPath: unreserved, and $&+,/:;=@. */
+const PATH_KEEPS = /^[A-Za-z0-9\-_.~$&+,/:;=@]$/;
+
+/** The path as Go's ServeMux writes it in a redirect (url.URL{Path}.String()): percent-escaped. */
+export function escapePath(path: string): string {
+  let out = '';
+  for (const b of Buffer.from(path, 'utf8')) {
+    const c = String.fromCharCode(b);
+    out += b < 128 && PATH_KEEPS.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
 async function dispatch(ctx: BrokerContext, router: Router<Handler>, req: BrokerRequest, segments: string[], rawQuery: string): Promise<Reply> {
   const clean = cleanPath(req.path);
-  if (clean !== req.path) return redirect(req.method, rawQuery ? `${clean}?${rawQuery}` : clean);
+  if (clean !== req.path) return redirect(req.method, rawQuery ? `${escapePath(clean)}?${rawQuery}` : escapePath(clean));
   const r = router.route(req.method, segments);
   if (r.kind === 'not_found') return plainText(404, '404 page not found');
   if (r.kind === 'method_not_allowed') return plainText(405, GO_STATUS_TEXT[405]!, { Allow: r.allow });

@@ -4,7 +4,7 @@
  */
 import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import t from 'tap';
-import { adminAuth, appAuth, createApp, createLaunchToken } from '../../src/broker/client.js';
+import { adminAuth, appAuth, createApp, createLaunchToken, delegate, registerAgent } from '../../src/broker/client.js';
 import { ADMIN_SECRET, http, isValid, payload, withBroker } from './fixture.js';
 
 function keyPair(): { priv: KeyObject; pub: string } {
@@ -291,17 +291,60 @@ t.test('forged and malformed bearer tokens', async (t) => {
   t.notMatch(JSON.stringify(audit.json), new RegExp(s.slice(0, 20)), 'no token material in the audit log');
 });
 
-t.test('a launch-token ttl past the last date there is: an error, and nothing counted or audited as issued', async (t) => {
+t.test('a launch-token ttl past the last date there is: 400, and nothing counted or audited as issued', async (t) => {
   const b = await withBroker(t);
   const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
   const issued = async () => (await http(b.url, 'GET', '/v1/audit/events?event_type=launch_token_issued', { token: admin })).json.total as number;
   const created = async () => Number(/agentwrit_launch_tokens_created_total (\d+)/.exec((await http(b.url, 'GET', '/v1/metrics')).text)?.[1] ?? 0);
   const [auditBefore, countBefore] = [await issued(), await created()];
   const r = await http(b.url, 'POST', '/v1/admin/launch-tokens', { token: admin, json: { agent_name: 'a', allowed_scope: ['read:data:*'], ttl: 9_000_000_000_000 } });
-  t.equal(r.status, 500);
+  t.equal(r.status, 400);
+  t.match(r.json, { error_code: 'invalid_request', detail: 'ttl is too large' });
   t.equal(await issued(), auditBefore, 'not audited as issued');
   t.equal(await created(), countBefore, 'not counted');
   const ok = await http(b.url, 'POST', '/v1/admin/launch-tokens', { token: admin, json: { agent_name: 'a', allowed_scope: ['read:data:*'], ttl: 60 } });
   t.equal(ok.status, 201, 'a sane ttl still works');
   t.equal(await created(), countBefore + 1);
+});
+
+t.test('an agent given app:launch-tokens:* by an app mints within that app\'s ceiling only', async (t) => {
+  const b = await withBroker(t);
+  const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
+  const app = await createApp(b.url, admin, { name: 'ceilinged', scopes: ['read:data:x'] });
+  const appToken = (await appAuth(b.url, app.clientId, app.clientSecret)).accessToken;
+  const launch = await createLaunchToken(b.url, appToken, { agentName: 'x', allowedScope: ['read:data:x'] }, 'app');
+  const agent = await registerAgent(b.url, { launchToken: launch.launchToken, orchId: 'o', taskId: 't', requestedScope: ['read:data:x'] });
+  const handed = await delegate(b.url, appToken, { delegateTo: agent.agentId, scope: ['app:launch-tokens:*'] });
+  const past = await http(b.url, 'POST', '/v1/app/launch-tokens', { token: handed.accessToken, json: { agent_name: 'evil', allowed_scope: ['admin:revoke:*'] } });
+  t.equal(past.status, 403, 'past the ceiling of the app it came from');
+  t.match(past.json, { error_code: 'forbidden', detail: /exceeds app ceiling/ });
+  const within = await http(b.url, 'POST', '/v1/app/launch-tokens', { token: handed.accessToken, json: { agent_name: 'ok', allowed_scope: ['read:data:x'] } });
+  t.equal(within.status, 201, 'within it: allowed, as for the app');
+  const ceiling = await http(b.url, 'GET', `/v1/audit/events?event_type=scope_ceiling_exceeded`, { token: admin });
+  t.equal(ceiling.json.total, 1, 'the attempt is audited');
+  // Admin authority handed on stays admin authority.
+  const byAdmin = await delegate(b.url, admin, { delegateTo: agent.agentId, scope: ['admin:launch-tokens:*'] });
+  const adminMint = await http(b.url, 'POST', '/v1/admin/launch-tokens', { token: byAdmin.accessToken, json: { agent_name: 'y', allowed_scope: ['write:any:*'] } });
+  t.equal(adminMint.status, 201);
+});
+
+t.test('memory a caller can make the broker keep is bounded: rate-limit keys and audit fields', async (t) => {
+  const b = await withBroker(t);
+  const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
+  const hugeId = 'A'.repeat(200_000);
+  const r = await http(b.url, 'POST', '/v1/app/auth', { json: { client_id: hugeId, client_secret: 'x' } });
+  t.equal(r.status, 401);
+  const longPath = `/v1/admin/apps/${'x'.repeat(50_000)}`;
+  t.equal((await http(b.url, 'GET', longPath)).status, 401);
+  const events = (await http(b.url, 'GET', '/v1/audit/events?limit=100', { token: admin })).json.events as Array<Record<string, string>>;
+  const failed = events.find((e) => e.event_type === 'app_auth_failed')!;
+  t.ok(failed.detail.length < 1200, `the detail is cut (${failed.detail.length} characters)`);
+  t.match(failed.detail, /…\[\d+ more characters\]$/);
+  const refused = events.find((e) => e.event_type === 'token_auth_failed')!;
+  t.ok(refused.resource.length < 1200, `the resource is cut (${refused.resource.length} characters)`);
+  t.ok(refused.resource.startsWith('/v1/admin/apps/xxx'));
+  // The chain over cut fields still verifies.
+  const { verifyAuditChain } = await import('../../src/broker/audit.js');
+  const all = (await http(b.url, 'GET', '/v1/audit/events?limit=1000', { token: admin })).json.events;
+  t.same(verifyAuditChain(all), { ok: true, count: all.length });
 });

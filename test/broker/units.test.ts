@@ -96,3 +96,19 @@ t.test('client id prefixes', async (t) => {
   t.equal(clientIdPrefix('weather'), 'wea');
   t.equal(clientIdPrefix('ab'), 'ab');
 });
+
+t.test('rate limiter: keys a caller makes up cost bounded memory', async (t) => {
+  const { RateLimiter } = await import('../../src/broker/ratelimit.js');
+  let now = 0;
+  const rl = new RateLimiter(10 / 60, 3, () => now);
+  const long = 'k'.repeat(10_000);
+  t.ok(rl.allow(long) && rl.allow(long) && rl.allow(long), 'a long key has its burst');
+  t.notOk(rl.allow(long), 'and is limited like any other: kept as its hash');
+  t.notOk(rl.allow(`${long}`), 'the same long key is the same bucket');
+  for (let i = 0; i < 120_000; i++) {
+    now += 1;
+    rl.allow(`id-${i}`);
+  }
+  t.ok(rl.size() <= 50_000, `at most 50,000 keys kept (${rl.size()})`);
+  t.notOk(rl.allow('id-119999') && rl.allow('id-119999') && rl.allow('id-119999'), 'recent keys keep their buckets');
+});

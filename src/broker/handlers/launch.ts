@@ -27,13 +27,17 @@ export interface LaunchTokenParams {
   createdBy: string;
 }
 
+/** 9999-12-31T23:59:59Z, the last second RFC 3339 can write. */
+const LAST_RFC3339_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 /** Stores a new launch token, counts and audits it; the 201 body of the launch-token routes. */
 export function issueLaunchToken(ctx: BrokerContext, p: LaunchTokenParams) {
   const maxTtl = p.maxTtl !== undefined && p.maxTtl > 0 ? p.maxTtl : DEFAULT_MAX_TTL;
   const ttl = p.ttl !== undefined && p.ttl > 0 ? p.ttl : DEFAULT_LAUNCH_TTL;
   const token = randomBytes(32).toString('hex');
   const expiresAtMs = ctx.now() + ttl * 1000;
-  // Formatted before anything is stored: a ttl past the last date there is fails with nothing kept.
+  // Checked before anything is stored: an expiry past year 9999 has no RFC 3339 form.
+  if (!(expiresAtMs <= LAST_RFC3339_MS)) throw badRequest('ttl is too large');
   const expiresAt = rfc3339Seconds(expiresAtMs);
   ctx.launchTokens.set(token, {
     agent_name: p.agentName,
@@ -67,9 +71,14 @@ export const createLaunchToken: BearerHandler = (ctx, req, claims) => {
   const allowed = body.allowed_scope ?? [];
   if (!agentName) deny('agent_name is required');
   if (allowed.length === 0) deny('allowed_scope is required');
+  // Whose authority this is: a token delegated from an app acts for that app (chain[0] is the
+  // first delegator), so its ceiling still holds. Otherwise an app could delegate
+  // app:launch-tokens:* to an agent and that agent, not `app:`, would mint past the ceiling.
+  // (The reference broker looks at `sub` only; delegation is meant to narrow authority.)
+  const principal = claims.delegation_chain?.[0]?.agent ?? claims.sub;
   let appId = '';
-  if (claims.sub.startsWith('app:')) {
-    appId = claims.sub.slice('app:'.length);
+  if (principal.startsWith('app:')) {
+    appId = principal.slice('app:'.length);
     // Status is not checked, as in the broker: a deregistered app's unexpired JWT still works here.
     const app = ctx.apps.get(appId);
     if (!app) throw new Problem(403, 'forbidden', 'app not found');
