@@ -60,7 +60,13 @@ export function newClaims(p: IssueParams & { issuer: string; iat: number; jti: s
   };
 }
 
+/** Distinct first scopes labelled in agentwrit_tokens_issued_total, and the longest labelled. */
+const SCOPE_LABELS_MAX = 1000;
+const SCOPE_LABEL_MAX = 256;
+
 export class TokenService {
+  private readonly scopeLabels = new Set<string>();
+
   constructor(
     readonly key: SigningKey,
     private readonly cfg: TtlConfig,
@@ -87,8 +93,21 @@ export class TokenService {
       iat: this.nowSec(),
       jti: randomBytes(16).toString('hex'),
     });
-    this.metrics.tokensIssued.inc({ scope: claims.scope?.[0] ?? 'none' });
+    this.metrics.tokensIssued.inc({ scope: this.scopeLabel(claims.scope?.[0]) });
     return { token: encodeJwt(claims, this.key), claims, expiresIn: ttl };
+  }
+
+  /**
+   * The broker labels issued tokens with their first scope, which a caller chooses (delegation,
+   * registration): past SCOPE_LABELS_MAX distinct values, or SCOPE_LABEL_MAX characters, a scope
+   * is counted as "other", so that callers cannot grow the metrics without end.
+   */
+  private scopeLabel(scope: string | undefined): string {
+    if (scope === undefined) return 'none';
+    if (this.scopeLabels.has(scope)) return scope;
+    if (scope.length > SCOPE_LABEL_MAX || this.scopeLabels.size >= SCOPE_LABELS_MAX) return 'other';
+    this.scopeLabels.add(scope);
+    return scope;
   }
 
   /** The broker's Verify: §4.4 checks, then revocation at token, agent, task and chain level. */

@@ -348,3 +348,19 @@ t.test('memory a caller can make the broker keep is bounded: rate-limit keys and
   const all = (await http(b.url, 'GET', '/v1/audit/events?limit=1000', { token: admin })).json.events;
   t.same(verifyAuditChain(all), { ok: true, count: all.length });
 });
+
+t.test('the scope label of agentwrit_tokens_issued_total takes a bounded number of values', async (t) => {
+  const b = await withBroker(t);
+  const admin = (await adminAuth(b.url, ADMIN_SECRET)).accessToken;
+  const lt = await createLaunchToken(b.url, admin, { agentName: 'a', allowedScope: ['read:data:*'] });
+  const agent = await registerAgent(b.url, { launchToken: lt.launchToken, orchId: 'o', taskId: 't', requestedScope: ['read:data:*'] });
+  const series = async () => (await http(b.url, 'GET', '/v1/metrics')).text.split('\n').filter((l) => l.startsWith('agentwrit_tokens_issued_total{'));
+  const long = `read:data:${'z'.repeat(300)}`;
+  await delegate(b.url, agent.accessToken, { delegateTo: agent.agentId, scope: [long] });
+  t.ok((await series()).some((l) => l.startsWith('agentwrit_tokens_issued_total{scope="other"} 1')), 'a long scope is counted as other');
+  for (let i = 0; i < 1010; i++) await delegate(b.url, agent.accessToken, { delegateTo: agent.agentId, scope: [`read:data:${i}`] });
+  const all = await series();
+  t.ok(all.length <= 1001, `at most 1,000 scopes and "other" (${all.length} series)`);
+  const other = Number(/scope="other"} (\d+)/.exec(all.join('\n'))?.[1]);
+  t.ok(other >= 10, `the rest counted as other (${other})`);
+});
