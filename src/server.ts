@@ -383,8 +383,11 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       }
       await verifier.close();
       await generation?.connectors.dispose();
-      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      // Its connections are closed at once: one left half-open (a scrape cut short) would hold
+      // close() for as long as its client likes, past shutdown.grace.
+      const adminClosed = new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
+      await adminClosed;
       // The audit head hash, logged away from the audit file: what `audit verify` prints must match it.
       const head = audit.head();
       // Request lines still gathered go out first: the stopped line is the last one.

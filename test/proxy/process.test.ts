@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createReadStream, existsSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { Pool, ProxyAgent, request } from 'undici';
@@ -158,6 +159,25 @@ t.test('SIGTERM drains in-flight requests, flushes the audit log and exits 0', a
   t.match(JSON.parse(lines.at(-1) ?? '{}'), { msg: 'sidecar stopped' }, 'the stopped line is the last, after the drained requests\' lines');
   t.equal(lines.filter((l) => l.includes('"msg":"request"')).length, 3);
   await t.rejects(request(p.proxyUrl), 'listener closed after exit');
+});
+
+t.test('SIGTERM does not wait for an admin connection left half-open', async (t) => {
+  const dir = tempDir('aws-halfopen-');
+  const p = await startProcess(dir);
+  const u = new URL(p.adminUrl);
+  const scrape = connect(Number(u.port), u.hostname);
+  scrape.on('error', () => {});
+  t.teardown(() => scrape.destroy());
+  // A request head never finished, from a client that stays.
+  await new Promise<void>((r) => scrape.once('connect', () => r()));
+  scrape.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+  await new Promise((r) => setTimeout(r, 100));
+  const sent = Date.now();
+  p.child.kill('SIGTERM');
+  const code = await Promise.race([p.exited, new Promise((r) => setTimeout(() => r('still running'), 8000))]);
+  t.equal(code, 0, `exited with 0 (${Date.now() - sent} ms after SIGTERM)`);
+  t.match(p.out.join(''), /"sidecar stopped"/);
+  if (code !== 0) p.child.kill('SIGKILL');
 });
 
 t.test('one writer per audit log: a second sidecar on it is refused; after a crash the next one takes over', async (t) => {
