@@ -79,6 +79,9 @@ function urlOf(address: string, port: number): string {
   return `http://${h}:${port}`;
 }
 
+/** The admin listener's paths and the one method each takes (GET also answers HEAD). */
+const ADMIN_METHODS = { '/metrics': 'GET', '/healthz': 'GET', '/readyz': 'GET', '/reload': 'POST' } as const;
+
 export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}): Promise<SidecarHandle> {
   const { config } = loaded;
   const env = opts.env ?? process.env;
@@ -279,7 +282,15 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
 
   const admin = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    if (req.method === 'GET' && path === '/metrics') {
+    // HEAD is answered as GET (node sends no body); a known path asked with another method is 405.
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    const allow = ADMIN_METHODS[path as keyof typeof ADMIN_METHODS];
+    if (allow !== undefined && method !== allow) {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: allow === 'GET' ? 'GET, HEAD' : allow });
+      res.end('method not allowed\n');
+      return;
+    }
+    if (method === 'GET' && path === '/metrics') {
       metrics.auditQueueDepth.set(audit.queueDepth());
       metrics.tokenCacheEntries.set(verifier.cacheSize());
       metrics.registry
@@ -294,12 +305,12 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
         });
       return;
     }
-    if (req.method === 'GET' && path === '/healthz') {
+    if (method === 'GET' && path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"status":"ok"}');
       return;
     }
-    if (req.method === 'GET' && path === '/readyz') {
+    if (method === 'GET' && path === '/readyz') {
       const checks = {
         generation: generation !== undefined,
         key: verifier.ready(),
@@ -311,7 +322,7 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
       res.end(JSON.stringify({ ready, ...checks, generationId: generation?.id }));
       return;
     }
-    if (req.method === 'POST' && path === '/reload') {
+    if (method === 'POST' && path === '/reload') {
       // The admin port is often bound to all interfaces for probes and scraping; changing state
       // stays a local operation.
       if (!isLoopbackAddress(req.socket.remoteAddress)) {
