@@ -3,7 +3,7 @@
  * policy does with one request. Output is for people; the token given to explain is never printed.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { loadPolicies, loadSidecarConfig } from '../config/load.js';
+import { loadPolicies, loadSidecarConfig, readText } from '../config/load.js';
 import { parseYaml } from '../config/positions.js';
 import { SidecarConfigSchema } from '../config/schema.js';
 import { ConfigError, type ConfigProblem, errorReason, formatProblem, isSidecarError } from '../errors.js';
@@ -86,11 +86,24 @@ export async function runPolicyCommand(argv: string[], io: PolicyIo = stdio): Pr
 
 const CONFIG_KEYS = new Set(Object.keys(SidecarConfigSchema.shape));
 
-/** A sidecar configuration is recognised by its top-level keys; anything else is a policy file. */
-async function isSidecarConfig(path: string): Promise<boolean> {
+/**
+ * A path's text, read once (a pipe or process substitution can only be read once) and within the
+ * size limit; undefined for a directory or a file that cannot be read (the loader says why).
+ */
+async function readOnce(path: string): Promise<string | undefined> {
   try {
-    if ((await stat(path)).isDirectory()) return false;
-    const { value } = parseYaml(path, await readFile(path, 'utf8'));
+    if ((await stat(path)).isDirectory()) return undefined;
+  } catch {
+    return undefined;
+  }
+  const read = await readText(path);
+  return 'text' in read ? read.text : undefined;
+}
+
+/** A sidecar configuration is recognised by its top-level keys; anything else is a policy file. */
+function isSidecarConfig(path: string, text: string): boolean {
+  try {
+    const { value } = parseYaml(path, text);
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
     const keys = Object.keys(value);
     return !keys.includes('version') && keys.some((k) => CONFIG_KEYS.has(k));
@@ -104,9 +117,9 @@ function summary(p: CompiledPolicy): string {
   return `ok: ${n(p.routes.length, 'route')}, ${n(p.connectors.length, 'connector')}, ${n(p.passThrough.length, 'pass-through host')}, policy digest ${p.digest}`;
 }
 
-async function compileSet(paths: string[], problems: ConfigProblem[], others: string[]): Promise<CompiledPolicy | undefined> {
+async function compileSet(paths: string[], problems: ConfigProblem[], others: string[], preread?: ReadonlyMap<string, string>): Promise<CompiledPolicy | undefined> {
   try {
-    return compilePolicy(await loadPolicies(paths));
+    return compilePolicy(await loadPolicies(paths, preread));
   } catch (e) {
     if (e instanceof ConfigError) for (const p of e.problems) problems.push(p);
     else others.push((e as Error).message);
@@ -128,13 +141,16 @@ async function runCheck(argv: string[], io: PolicyIo): Promise<number> {
   const others: string[] = [];
   const lines: string[] = [];
   const policyPaths: string[] = [];
+  const preread = new Map<string, string>();
   for (const path of args.positionals) {
-    if (!(await isSidecarConfig(path))) {
+    const text = await readOnce(path);
+    if (text === undefined || !isSidecarConfig(path, text)) {
+      if (text !== undefined) preread.set(path, text);
       policyPaths.push(path);
       continue;
     }
     try {
-      const loaded = await loadSidecarConfig(path, io.env ?? process.env);
+      const loaded = await loadSidecarConfig(path, io.env ?? process.env, text);
       const compiled = await compileSet(loaded.config.policies, problems, others);
       if (compiled) lines.push(`${path}: ${summary(compiled)}`);
     } catch (e) {
@@ -143,7 +159,7 @@ async function runCheck(argv: string[], io: PolicyIo): Promise<number> {
     }
   }
   if (policyPaths.length > 0) {
-    const compiled = await compileSet(policyPaths, problems, others);
+    const compiled = await compileSet(policyPaths, problems, others, preread);
     if (compiled) lines.push(summary(compiled));
   }
   if (problems.length > 0 || others.length > 0) {

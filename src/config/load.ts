@@ -25,9 +25,10 @@ export interface LoadedConfig {
 
 export const BROKER_URL_ENV = 'AGENTWRIT_BROKER_URL';
 
-export async function loadSidecarConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+/** `text`: the file's content when it was read already (`policy check` reads each path once: a pipe reads once). */
+export async function loadSidecarConfig(file: string, env: NodeJS.ProcessEnv = process.env, text?: string): Promise<LoadedConfig> {
   const abs = resolve(file);
-  const read = await readText(abs);
+  const read = text !== undefined ? { text } : await readText(abs);
   if ('failure' in read) throw new ConfigError([{ file, line: 1, col: 1, message: read.failure }]);
   const parsed = parseYaml(file, read.text);
   if (parsed.problems.length > 0) throw new ConfigError(parsed.problems);
@@ -127,7 +128,7 @@ function resolvePaths(config: SidecarConfig, baseDir: string): void {
  * A configuration or policy file's text. One larger than MAX_FILE_BYTES is refused before it is
  * read, as parsing runs on the main thread (also on a hot reload).
  */
-async function readText(file: string): Promise<{ text: string } | { failure: string }> {
+export async function readText(file: string): Promise<{ text: string } | { failure: string }> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(file, 'r');
@@ -178,7 +179,8 @@ const POLICY_FILE = /\.ya?ml$/;
  * followed through symlinks, as a Kubernetes ConfigMap mount consists of symlinks into "..data";
  * names starting with "." (that "..data" machinery included) are skipped.
  */
-export async function loadPolicies(paths: string[]): Promise<LoadedPolicies> {
+/** `preread`: the text of files already read, by the path as given (see loadSidecarConfig). */
+export async function loadPolicies(paths: string[], preread?: ReadonlyMap<string, string>): Promise<LoadedPolicies> {
   const problems: ConfigProblem[] = [];
   const files: string[] = [];
   const seen = new Set<string>();
@@ -207,7 +209,7 @@ export async function loadPolicies(paths: string[]): Promise<LoadedPolicies> {
   }
   const sources: PolicySource[] = [];
   for (const f of files) {
-    const src = await loadPolicyFile(f, problems);
+    const src = await loadPolicyFile(f, problems, preread?.get(f));
     if (src) sources.push(src);
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -228,8 +230,8 @@ async function policyFilesIn(dir: string): Promise<string[]> {
   return out;
 }
 
-async function loadPolicyFile(file: string, problems: ConfigProblem[]): Promise<PolicySource | undefined> {
-  const read = await readText(file);
+async function loadPolicyFile(file: string, problems: ConfigProblem[], text?: string): Promise<PolicySource | undefined> {
+  const read = text !== undefined ? { text } : await readText(file);
   if ('failure' in read) {
     problems.push({ file, line: 1, col: 1, message: read.failure });
     return undefined;

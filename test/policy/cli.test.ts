@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import t from 'tap';
 import { runPolicyCommand } from '../../src/cli/policy.js';
@@ -162,4 +164,22 @@ t.test('explain', async (t) => {
     t.equal(r.code, 1);
     t.equal(r.err, `${bad}:1:1 no such file or directory\n`);
   });
+});
+
+t.test('check: a path that can be read only once (a pipe, <(...)) is read once', async (t) => {
+  const dir = t.testdir({});
+  const text = readFileSync(resolve(POLICIES, 'billing.yaml'), 'utf8');
+  for (const [name, content, expected] of [
+    ['policy.fifo', text, /^ok: 1 route/],
+    ['config.fifo', `broker: { url: "http://127.0.0.1:8080" }\npolicies: [${JSON.stringify(POLICIES)}]\n`, /config\.fifo: ok: \d+ routes/],
+  ] as const) {
+    const fifo = resolve(dir, name);
+    execFileSync('mkfifo', [fifo]);
+    const writer = createWriteStream(fifo);
+    writer.on('error', () => {});
+    writer.end(content);
+    const r = await run(['check', fifo]);
+    t.equal(r.code, 0, `${name}: ${r.out}${r.err}`);
+    t.match(r.out, expected);
+  }
 });
