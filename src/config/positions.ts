@@ -6,7 +6,7 @@
  * bounded: files above MAX_FILE_BYTES are refused unread, nesting beyond MAX_DEPTH is refused
  * before the (recursive) composer sees it, and nothing below is worse than linear in the file.
  */
-import { CST, Composer, isMap, isScalar, isSeq, Lexer, LineCounter, type Node, type Pair, Parser, type YAMLMap } from 'yaml';
+import { CST, Composer, isAlias, isMap, isPair, isScalar, isSeq, Lexer, LineCounter, type Node, type Pair, Parser, type YAMLMap } from 'yaml';
 import type { ConfigProblem } from '../errors.js';
 
 export type ConfigPath = readonly PropertyKey[];
@@ -33,6 +33,8 @@ export const NO_POSITIONS: PositionLookup = { value: () => START, key: () => STA
 export const MAX_FILE_BYTES = 256 * 1024;
 /** Deepest nesting of mappings and sequences in a file. */
 export const MAX_DEPTH = 64;
+/** Most values a file may stand for once its aliases are expanded (a file of 256 KiB holds about 65,000 without). */
+export const MAX_EXPANDED_NODES = 200_000;
 
 export function fileTooLarge(bytes?: number): string {
   const size = bytes === undefined ? '' : ` (${bytes} bytes)`;
@@ -71,14 +73,53 @@ export function parseYaml(file: string, text: string): ParsedYaml {
     found.sort((a, b) => a.offset - b.offset);
     return { value: undefined, positions, problems: found.map((f) => ({ file, ...at(f.offset), message: f.message })) };
   }
+  const bomb = aliasExpansionPast(doc.contents as Node | null, MAX_EXPANDED_NODES);
+  if (bomb !== undefined) {
+    return { value: undefined, positions, problems: [{ file, ...at(bomb), message: `aliases expand the file past ${MAX_EXPANDED_NODES} values; write fewer aliases, or split the file` }] };
+  }
   let value: unknown;
   try {
-    value = doc.toJS({ maxAliasCount: 100 });
+    // Expansion was bounded just above, by the values it makes (the library counts aliases, and
+    // refuses 100 uses of one scalar anchor).
+    value = doc.toJS({ maxAliasCount: -1 });
   } catch (e) {
-    // Alias expansion beyond the limit ("billion laughs") or similar.
     return { value: undefined, positions, problems: [{ file, ...START, message: (e as Error).message }] };
   }
   return { value, positions, problems: [] };
+}
+
+/**
+ * Values the document stands for once its aliases are expanded (each alias counts what its anchor
+ * holds, aliases within included), as everything that reads the parsed value walks it so. Returns
+ * the offset of the alias that takes the count past `max`, if one does. Linear in the document:
+ * each anchored node's count is kept, and anchors are followed in document order (an alias names
+ * the closest anchor before it; one inside its own anchor counts 1, as the value refers to itself).
+ */
+function aliasExpansionPast(root: Node | null, max: number): number | undefined {
+  const anchors = new Map<string, Node>();
+  const counted = new Map<Node, number>();
+  let total = 0;
+  let past: number | undefined;
+  const count = (node: unknown): number => {
+    if (past !== undefined || node === null || typeof node !== 'object') return 0;
+    if (isAlias(node)) {
+      const source = anchors.get(node.source);
+      const n = source === undefined ? 1 : (counted.get(source) ?? 1);
+      total += n;
+      if (total > max) past = node.range?.[0] ?? 0;
+      return n;
+    }
+    if (isPair(node)) return count(node.key) + count(node.value);
+    const n0 = node as Node;
+    if (n0.anchor) anchors.set(n0.anchor, n0);
+    let n = 1;
+    total += 1;
+    if (isMap(n0) || isSeq(n0)) for (const item of n0.items) n += count(item);
+    if (n0.anchor) counted.set(n0, n);
+    return n;
+  };
+  count(root);
+  return past;
 }
 
 /**

@@ -120,3 +120,25 @@ t.test('a huge number of problems does not overflow the stack', async (t) => {
   t.equal((e as ConfigError).problems.length, 200_000);
   t.match((e as ConfigError).problems[199_999], { file: 'mem.yaml', line: 1, col: 1, message: 'policies[199999]: expected string, received number' });
 });
+
+t.test('aliases: an anchor used many times loads; expansion past the limit is refused at the alias', async (t) => {
+  const routes = Array.from(
+    { length: 300 },
+    (_, i) => `  - { id: r${i}, host: api.example.com, methods: [GET], path: /r${i}, scopes: ["read:x:y"], connector: ${i === 0 ? '&c billing' : '*c'} }\n`,
+  ).join('');
+  const policy = `version: v1\nconnectors:\n  - { name: billing, type: static, secret: { env: K } }\nroutes:\n${routes}`;
+  t.same(await policyProblems({ 'p.yaml': policy }), [], '300 uses of one scalar anchor');
+
+  // Ten levels of ten: 10^10 values once expanded.
+  let bomb = 'version: v1\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n';
+  for (let i = 1; i <= 9; i++) bomb += `l${i}: &l${i} [${Array(10).fill(`*l${i - 1}`).join(', ')}]\n`;
+  const started = performance.now();
+  const got = await policyProblems({ 'bomb.yaml': bomb });
+  t.ok(performance.now() - started < 1000, 'refused quickly');
+  t.equal(got.length, 1);
+  t.match(got[0], { file: 'bomb.yaml', message: /^aliases expand the file past 200000 values/ });
+  t.ok(got[0].line > 2, `at the alias that goes past it (line ${got[0].line}, col ${got[0].col})`);
+
+  const cyclic = await policyProblems({ 'cyc.yaml': 'version: v1\nroutes: &r\n  - *r\n' });
+  t.match(cyclic, [{ message: /expected object/ }], 'an alias inside its own anchor is a schema problem, not a hang');
+});
