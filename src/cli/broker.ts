@@ -7,6 +7,7 @@ import type { BrokerTls } from '../broker/server.js';
 import { readNamedFile } from '../file-identity.js';
 import { createLogger } from '../telemetry/logger.js';
 import { flagString, noArgsProblem, parseArgs } from './args.js';
+import { survivesClosedOutput } from './output.js';
 
 const HELP = `Usage: agentwrit-sidecar broker [options]
 
@@ -42,7 +43,7 @@ Options (the broker's AA_* variable in parentheses; a flag wins over it):
   --seed-tokens             at startup print SEED_LAUNCH_TOKEN=<hex> (agent "seed-agent", scope
                             *:*:*, valid 1 h, single use) and SEED_ADMIN_TOKEN=<jwt> (admin scopes,
                             1 h, no aud) on stdout, for scripts and tests (AA_SEED_TOKENS=true)
-  --log-level LEVEL         request log level: info, warn, silent (default info)
+  --log-level LEVEL         request log level: debug, info, warn, error, silent (default info)
   --help, -h                this help
 
 Extension (not part of AgentWrit): GET /.well-known/jwks.json publishes the signing key as a JWK
@@ -116,6 +117,8 @@ function listenAddress(flag: string | undefined, env: NodeJS.ProcessEnv): string
   const h = host ?? '127.0.0.1';
   return `${h.includes(':') && !h.startsWith('[') ? `[${h}]` : h}:${port ?? '8080'}`;
 }
+
+const BROKER_LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
 
 export interface BrokerCommandIo {
   stdout?: NodeJS.WritableStream;
@@ -209,11 +212,12 @@ export async function runBrokerCommand(argv: string[], io: BrokerCommandIo = {})
     return 2;
   }
   const level = flagString(args, 'log-level') ?? 'info';
-  // Whatever reads the log may go away (a collector that stopped, `| head`): the broker keeps
-  // serving without its log rather than die with the tokens it holds in memory.
-  out.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
-  });
+  if (!BROKER_LOG_LEVELS.includes(level)) {
+    err.write(`agentwrit-sidecar broker: --log-level must be one of ${BROKER_LOG_LEVELS.join(', ')}, got "${level}"\n`);
+    return 2;
+  }
+  // The broker keeps serving without its log rather than die with the tokens it holds in memory.
+  survivesClosedOutput(out);
   const logger = createLogger(level, out);
   const signingKeyFile = flagString(args, 'signing-key') ?? (env.AA_SIGNING_KEY_PATH || undefined);
   const stateFile = flagString(args, 'state');

@@ -7,7 +7,9 @@ import { createReadStream } from 'node:fs';
 import { ProxyAgent, request } from 'undici';
 import { verifyAuditStream } from '../audit/verify.js';
 import * as broker from '../broker/client.js';
+import { noArgsProblem, parseArgs } from './args.js';
 import { type DevEnvironment, startDevEnvironment } from './dev.js';
+import { survivesClosedOutput } from './output.js';
 
 interface StepResult {
   status: number | string;
@@ -17,11 +19,22 @@ interface StepResult {
 
 const CEILING = ['read:billing:*', 'write:billing:*', 'read:customers:*'];
 
+const DEMO_HELP =
+  'Usage: agentwrit-sidecar demo\n\nRuns a scripted scenario on the embedded default (broker, sidecar, sample API on free loopback ports)\nand exits non-zero if any step does not behave as stated.\n';
+
 export async function runDemoCommand(argv: string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write('Usage: agentwrit-sidecar demo\n\nRuns a scripted scenario on the embedded default (broker, sidecar, sample API on free loopback ports)\nand exits non-zero if any step does not behave as stated.\n');
+  const args = parseArgs(argv);
+  if (args.flags.has('help')) {
+    process.stdout.write(DEMO_HELP);
     return 0;
   }
+  const problem = noArgsProblem(args);
+  if (problem !== undefined) {
+    process.stderr.write(`agentwrit-sidecar demo: ${problem}\n\n${DEMO_HELP}`);
+    return 2;
+  }
+  // `demo | head`: the scenario still runs to its end, and its files are removed.
+  survivesClosedOutput(process.stdout);
   const env = await startDevEnvironment(['--broker-port', '0', '--proxy-port', '0', '--admin-port', '0', '--upstream-port', '0'], { logLevel: 'silent' });
   try {
     return await scenario(env);

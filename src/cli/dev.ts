@@ -11,7 +11,8 @@ import { resolveSidecarConfig } from '../config/load.js';
 import { ConfigError } from '../errors.js';
 import { startSidecar } from '../server.js';
 import { startSampleUpstream } from '../dev/sample-upstream.js';
-import { flagString, noArgsProblem, parseArgs } from './args.js';
+import { flagString, noArgsProblem, type ParsedArgs, parseArgs } from './args.js';
+import { survivesClosedOutput } from './output.js';
 
 export const DEV_HELP = `Usage: agentwrit-sidecar dev [options]
 
@@ -59,6 +60,15 @@ function port(args: ReturnType<typeof parseArgs>, name: string, dflt: number): n
   return n;
 }
 
+function portsOf(args: ParsedArgs) {
+  return {
+    upstream: port(args, 'upstream-port', 9000),
+    broker: port(args, 'broker-port', 8080),
+    proxy: port(args, 'proxy-port', 15101),
+    admin: port(args, 'admin-port', 15100),
+  };
+}
+
 /** Starts the three services; used by `dev`, `demo` and tests. */
 export async function startDevEnvironment(argv: string[], opts: { logLevel?: string } = {}): Promise<DevEnvironment> {
   const args = parseArgs(argv, DEV_OPTIONS);
@@ -66,16 +76,21 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
   if (problem !== undefined) {
     throw new Error(`${problem} (see --help)`);
   }
+  // Every value is checked before anything starts.
+  const ports = portsOf(args);
   const given = flagString(args, 'dir');
   const dir = given === undefined ? mkdtempSync(join(tmpdir(), 'agentwrit-dev-')) : resolve(given);
   mkdirSync(dir, { recursive: true });
-  // A temporary directory holds the broker's signing key and the logs of this run only.
+  // A temporary directory holds the broker's signing key and the logs of this run only: removed on
+  // close, and at the latest when the process exits (an error, a closed output).
   const removeTemporary = () => {
+    process.off('exit', removeTemporary);
     if (given === undefined) rmSync(dir, { recursive: true, force: true });
   };
+  if (given === undefined) process.on('exit', removeTemporary);
   const adminSecret = flagString(args, 'admin-secret') ?? process.env.AGENTWRIT_ADMIN_SECRET ?? 'dev-admin-secret';
   const policies = resolve(flagString(args, 'policies') ?? new URL('../../policies', import.meta.url).pathname);
-  const upstreamPort = port(args, 'upstream-port', 9000);
+  const upstreamPort = ports.upstream;
   const brokerStatePath = join(dir, 'broker-state.json');
 
   let upstream: Awaited<ReturnType<typeof startSampleUpstream>>;
@@ -88,7 +103,7 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
   let broker: Awaited<ReturnType<typeof startBroker>>;
   try {
     broker = await startBroker({
-      listen: `127.0.0.1:${port(args, 'broker-port', 8080)}`,
+      listen: `127.0.0.1:${ports.broker}`,
       signingKeyFile: join(dir, 'broker-signing.key'),
       publicKeyOut: join(dir, 'broker-public.pem'),
       adminSecret,
@@ -105,8 +120,8 @@ export async function startDevEnvironment(argv: string[], opts: { logLevel?: str
   try {
     const loaded = resolveSidecarConfig(
       {
-        proxy: { listen: `127.0.0.1:${port(args, 'proxy-port', 15101)}` },
-        admin: { listen: `127.0.0.1:${port(args, 'admin-port', 15100)}` },
+        proxy: { listen: `127.0.0.1:${ports.proxy}` },
+        admin: { listen: `127.0.0.1:${ports.admin}` },
         broker: { url: broker.url, verify: 'hybrid', publicKeyFile: join(dir, 'broker-public.pem'), revalidateAfter: '2s' },
         policies: [policies],
         audit: { path: auditPath },
@@ -152,7 +167,7 @@ function walkthrough(e: DevEnvironment): string {
   return `
 agentwrit-sidecar embedded default is running (development only)
   broker    ${e.brokerUrl}   (development AgentWrit-compatible broker, admin secret "${e.adminSecret}")
-  sidecar   ${e.proxyUrl}   proxy     |  ${e.adminUrl}  admin (/metrics /healthz /readyz)
+  sidecar   ${e.proxyUrl}   proxy     |  ${e.adminUrl}  admin (/metrics /healthz /readyz, POST /reload)
   upstream  api.example.com -> 127.0.0.1:${e.upstreamPort}   (sample API; shows the credential it received)
   files     ${e.dir}${e.dirIsTemporary ? '   (removed on stop; --dir DIR keeps them)' : ''}
 
@@ -185,11 +200,17 @@ export async function runDevCommand(argv: string[]): Promise<number> {
     process.stdout.write(DEV_HELP);
     return 0;
   }
-  const problem = noArgsProblem(args);
+  let problem = noArgsProblem(args);
+  try {
+    portsOf(args);
+  } catch (e) {
+    problem ??= (e as Error).message;
+  }
   if (problem !== undefined) {
     process.stderr.write(`agentwrit-sidecar dev: ${problem}\n\n${DEV_HELP}`);
     return 2;
   }
+  survivesClosedOutput(process.stdout);
   let env: DevEnvironment;
   try {
     env = await startDevEnvironment(argv);
@@ -200,16 +221,16 @@ export async function runDevCommand(argv: string[]): Promise<number> {
   }
   process.stdout.write(walkthrough(env));
   return await new Promise<number>((resolveP) => {
+    // A closed terminal (SIGHUP) stops it too: the signal's default would leave the files behind.
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
     const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      for (const s of signals) process.off(s, stop);
       process.stdout.write('\nstopping...\n');
       env.close().then(
         () => resolveP(0),
         () => resolveP(1),
       );
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+    for (const s of signals) process.on(s, stop);
   });
 }

@@ -11,9 +11,10 @@ Commands:
   dev                           embedded default: broker + sidecar + sample upstream on loopback
   demo                          scripted end-to-end scenario on the embedded default
   policy check PATH...          validate configuration and policy files
-  policy explain --config FILE [--token JWT] METHOD URL
+  policy explain --config FILE [--token JWT | --token-file F] METHOD URL
                                 show which route matches a request and what it requires
-  audit verify FILE...|-        check the hash chain of an audit log (rotated files oldest first)
+  audit verify [--json] FILE...|-
+                                check the hash chain of an audit log (rotated files oldest first)
   broker [options]              AgentWrit-compatible broker for development and tests (not for production)
   ca init --out DIR             create a CA for HTTPS interception
   token --broker URL --scope S  register an agent with a broker and print its token
@@ -32,11 +33,14 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case undefined:
+      // No command is a usage error: the help goes where errors go.
+      process.stderr.write(HELP);
+      return 2;
     case '--help':
     case '-h':
     case 'help':
       process.stdout.write(HELP);
-      return cmd === undefined ? 2 : 0;
+      return 0;
     case '--version':
     case '-v':
       process.stdout.write(`${version()}\n`);

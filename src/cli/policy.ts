@@ -25,7 +25,8 @@ export const POLICY_HELP = `Usage: agentwrit-sidecar policy <command>
 
 Commands:
   check PATH...                                  validate configuration and policy files
-  explain --config FILE [--token JWT] METHOD URL  show which route matches a request
+  explain --config FILE [--token JWT | --token-file F] METHOD URL
+                                                 show which route matches a request
 
 Run "agentwrit-sidecar policy <command> --help" for details.
 `;

@@ -44,6 +44,10 @@ export async function runTokenCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const ttl = flagString(args, 'ttl');
+  if (ttl !== undefined && !(/^\d+$/.test(ttl) && Number(ttl) > 0 && Number.isSafeInteger(Number(ttl)))) {
+    process.stderr.write(`agentwrit-sidecar token: --ttl must be a whole number of seconds above 0, got "${ttl}"\n\n${TOKEN_HELP}`);
+    return 2;
+  }
   try {
     const token = await issueAgentToken(broker, secret, scopes, {
       orchId: flagString(args, 'orch-id') ?? 'cli',

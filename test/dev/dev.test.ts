@@ -123,9 +123,59 @@ t.test('a mistyped option is refused with usage, never ignored', async (t) => {
     [['policy', 'explain', '--config'], /--config needs a value/],
     [['audit', 'verify', '--jsn', 'audit.jsonl'], /unknown option --jsn/],
     [['ca', 'init', '--out'], /--out needs a value/],
+    [['demo', '--foo'], /unknown option --foo/],
+    [['demo', 'extra'], /unexpected argument "extra"/],
+    [['token', '--admin-secret', 's', '--scope', 'a:b:c', '--ttl', 'abc'], /--ttl must be a whole number of seconds above 0, got "abc"/],
+    [['token', '--admin-secret', 's', '--scope', 'a:b:c', '--ttl', '0'], /--ttl must be a whole number/],
+    [['broker', '--admin-secret', 's', '--log-level', 'bogus'], /--log-level must be one of debug, info, warn, error, silent, got "bogus"/],
+    [['dev', '--proxy-port', 'abc', '--upstream-port', '0', '--broker-port', '0'], /--proxy-port must be a port number, got "abc"/],
+    [[], /^Usage: agentwrit-sidecar <command>/],
   ] as const) {
     const r = (await run(process.execPath, [MAIN, ...args]).catch((e: unknown) => e)) as { code: number; stderr: string };
     t.equal(r.code, 2, args.join(' '));
     t.match(r.stderr, pattern, args.join(' '));
   }
+});
+
+t.test('dev -h and demo -h print their help', async (t) => {
+  for (const cmd of ['dev', 'demo']) {
+    const { stdout } = await run(process.execPath, [MAIN, cmd, '-h']);
+    t.match(stdout, new RegExp(`^Usage: agentwrit-sidecar ${cmd}`), cmd);
+  }
+});
+
+t.test('dev closed by SIGHUP (its terminal went away) stops cleanly and removes its files', async (t) => {
+  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const tmp = tempDir('aws-devhup-');
+  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TMPDIR: tmp },
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const until = Date.now() + 20_000;
+  while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.equal(readdirSync(tmp).length, 1, 'its directory, holding the broker key');
+  child.kill('SIGHUP');
+  t.equal(await exited, 0);
+  t.same(readdirSync(tmp), [], 'removed');
+});
+
+t.test('demo whose output is closed early (| head) still runs to its end and removes its files', async (t) => {
+  const tmp = tempDir('aws-demopipe-');
+  const child = spawn(process.execPath, [MAIN, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  // Read the first line, then close the pipe, as `head -1` does.
+  await new Promise<void>((r) => child.stdout.once('data', () => r()));
+  child.stdout.destroy();
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  t.equal(code, 0, err);
+  t.notMatch(err, /EPIPE|Error/, 'no stack trace');
+  t.same(readdirSync(tmp), [], 'its temporary directory is gone');
 });
