@@ -119,7 +119,6 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * and a record whose text held U+FFFD would still match its hash.
  */
 async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, place: { first: boolean; last: boolean }): Promise<boolean> {
-  let carry: Buffer = Buffer.alloc(0);
   // Every file after the first starts with its rotated record.
   let first = !place.first;
   let empty = true;
@@ -142,23 +141,34 @@ async function checkStream(checker: ChainChecker, input: NodeJS.ReadableStream, 
     }
     return checker.line(text);
   };
+  // The start of a line not yet ended, in the pieces it came in: joined once, when its newline
+  // comes (joining at each piece would copy a long line over and over).
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
   for await (const chunk of input) {
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
-    carry = carry.length === 0 ? bytes : Buffer.concat([carry, bytes]);
     let from = 0;
-    let nl = carry.indexOf(10);
+    let nl = bytes.indexOf(10);
     while (nl >= 0) {
-      if (!line(carry.subarray(from, nl))) return false;
+      const piece = bytes.subarray(from, nl);
+      const whole = pending.length === 0 ? piece : Buffer.concat([...pending, piece]);
+      pending = [];
+      pendingBytes = 0;
+      if (!line(whole)) return false;
       from = nl + 1;
-      nl = carry.indexOf(10, from);
+      nl = bytes.indexOf(10, from);
     }
-    carry = carry.subarray(from);
-    if (carry.length > MAX_LINE) {
+    if (from < bytes.length) {
+      pending.push(bytes.subarray(from));
+      pendingBytes += bytes.length - from;
+    }
+    if (pendingBytes > MAX_LINE) {
       checker.lineNo++;
       checker.fail(undefined, `line longer than ${MAX_LINE} bytes (not an audit record)`);
       return false;
     }
   }
+  const carry = Buffer.concat(pending);
   if (carry.length > 0) {
     // The writer ends every record with a newline: a last line without one is a cut-short write.
     checker.lineNo++;

@@ -187,3 +187,23 @@ t.test('a real file stream verifies the same as a buffer', async (t) => {
   await writeFile(path, `${lines.join('\n')}\n`);
   t.match(await verifyAuditStream(createReadStream(path)), { ok: true, records: 5 });
 });
+
+t.test('a long line arriving in many pieces is joined once: the work grows with its length, not its square', async (t) => {
+  const piece = Buffer.alloc(64 * 1024, 0x61);
+  const time = async (mib: number) => {
+    const n = (mib * 1024 * 1024) / piece.length;
+    const started = performance.now();
+    const report = await verifyAuditStream(Readable.from((function* () {
+      for (let i = 0; i < n; i++) yield piece;
+    })()));
+    const ms = performance.now() - started;
+    t.match(report, { ok: false, firstBad: { line: 1, reason: /^incomplete last line/ } }, `${mib} MiB line: an incomplete last line`);
+    return ms;
+  };
+  await time(2);
+  // Best of three each, after a warm-up: the ratio tells linear from quadratic, not the times.
+  const small = Math.min(await time(8), await time(8), await time(8));
+  const large = Math.min(await time(32), await time(32), await time(32));
+  // Four times the length: about 4x the time when linear, 16x when quadratic (as it was).
+  t.ok(large / small < 9, `4x the length took ${(large / small).toFixed(1)}x the time (${small.toFixed(0)} ms, ${large.toFixed(0)} ms)`);
+});
