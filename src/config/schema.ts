@@ -220,7 +220,11 @@ export type ConnectorInput = z.infer<typeof ConnectorSchema>;
 const Method = z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', '*']);
 
 export const RouteSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'route ids use letters, digits, ".", "_" and "-"'),
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'route ids use letters, digits, ".", "_" and "-"')
+    // The route label of requests no route matched, in metrics.
+    .refine((id) => id !== 'none', 'route id "none" is reserved (it labels requests no route matched); choose another'),
   /** Forward-proxy routes: the upstream host, exact ("api.example.com") or a suffix ("*.example.com"). */
   host: z.string().min(1).optional(),
   /** Port of the forward-proxy host; default: 80 for http, 443 for https. */

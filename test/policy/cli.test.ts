@@ -183,3 +183,10 @@ t.test('check: a path that can be read only once (a pipe, <(...)) is read once',
     t.match(r.out, expected);
   }
 });
+
+t.test('check: the route id "none" is reserved (the metrics label of requests no route matched)', async (t) => {
+  const dir = t.testdir({ 'p.yaml': 'version: v1\nroutes:\n  - id: none\n    host: h\n    path: /a\n    scopes: ["read:a:b"]\n' });
+  const r = await run(['check', resolve(dir, 'p.yaml')]);
+  t.equal(r.code, 1);
+  t.equal(r.out, `${resolve(dir, 'p.yaml')}:3:9 routes[0].id: route id "none" is reserved (it labels requests no route matched); choose another\n`);
+});
