@@ -98,6 +98,20 @@ if ('error' in found) {
     t.equal(checksum(['policies.files.extra\\.yaml.version=v1']), base, 'policy change does not');
   });
 
+  t.test('names that read as numbers in YAML (2024, 0777) render as strings', async (t) => {
+    const r = helm.template({
+      set: ['secrets[0].mountAs=billing', 'auditLog.existingClaim=0777', 'serviceAccount.create=false'],
+      setString: ['secrets[0].name=2024', 'ca.existingSecret.name=0777', 'serviceAccount.name=1e3', 'auditLog.existingClaim=0777'],
+    });
+    t.equal(r.status, 0, 'helm template succeeds', { stderr: r.stderr });
+    const objs = parseManifests(r.stdout);
+    t.same(await validateWithModels(objs), [], 'every object validates against its Kubernetes schema');
+    const spec = podTemplateOf(objs.find((o) => o.kind === 'Deployment')!).spec as PodSpec & { serviceAccountName?: unknown };
+    const names = (spec.volumes ?? []).flatMap((v) => [v.secret?.secretName, v.persistentVolumeClaim?.claimName]).filter((n) => n !== undefined);
+    t.ok(names.includes('2024') && names.includes('0777'), `as strings: ${JSON.stringify(names)}`);
+    t.equal(spec.serviceAccountName, '1e3');
+  });
+
   t.test('broker.tls.secretName: the client certificate, key and CA come from that TLS Secret, mounted to follow renewals', async (t) => {
     const set = ['broker.url=https://agentwrit-broker.agentwrit.svc:8443', 'broker.tls.secretName=broker-client-tls'];
     const r = helm.template({ set });
@@ -113,6 +127,7 @@ if ('error' in found) {
       t.equal(on?.volume.secret?.secretName, 'broker-client-tls', `${file} is in the TLS Secret`);
       t.equal(on?.mount.subPath, undefined, 'mounted without subPath, so renewals reach the sidecar');
       t.equal(on?.mount.readOnly, true);
+      t.equal(on?.volume.secret?.defaultMode, 0o440, 'its private key is not world-readable (sidecar.secretFileMode)');
     }
     t.equal(helm.template({ set: [...set, 'broker.tls.caKey='] }).stdout.includes('caFile'), false, 'caKey "" trusts the system CAs only');
     const plain = helm.template({ set: ['broker.url=http://agentwrit-broker:8080', 'broker.tls.secretName=broker-client-tls'] });

@@ -96,8 +96,8 @@ if ('error' in found) {
     // By reference, the Secret's name is all the chart knows and renders.
     const r = helm.template({ valuesFiles: [join(CI_VALUES_DIR, 'standalone-values.yaml')], set: ['sidecar.secretEnv[0].name=API_KEY', 'sidecar.secretEnv[0].secretName=api-credentials', 'sidecar.secretEnv[0].key=key'] });
     t.equal(r.status, 0, 'references render');
-    t.match(r.stdout, /secretKeyRef:\s+name: api-credentials\s+key: key/, 'env comes from a secretKeyRef');
-    t.match(r.stdout, /secretName: billing-api-credentials/, 'connector Secret mounted by name');
+    t.match(r.stdout, /secretKeyRef:\s+name: "api-credentials"\s+key: "key"/, 'env comes from a secretKeyRef');
+    t.match(r.stdout, /secretName: "billing-api-credentials"/, 'connector Secret mounted by name');
   });
 
   t.test('render-time refusals', async (t) => {
@@ -106,6 +106,15 @@ if ('error' in found) {
     refused(t, ['proxyEnv.noProxy.extra[0]=api.weather.example.com'], /covers "api\.weather\.example\.com"/, 'NO_PROXY naming a governed host', { valuesFiles: standalone });
     refused(t, ['proxyEnv.noProxy.extra[0]=*'], /NO_PROXY entry "\*"/, 'NO_PROXY=*', { valuesFiles: standalone });
     refused(t, ['policies.files.svc\\.yaml.version=v1', 'policies.files.svc\\.yaml.passThrough[0].host=ledger.finance.svc.cluster.local', 'policies.files.svc\\.yaml.passThrough[0].scopes[0]=read:ledger:*'], /covers "ledger\.finance\.svc\.cluster\.local"/, 'in-cluster governed host with cluster DNS bypass on');
+    // CIDR entries, as curl, Go and Python read them, against IP-literal hosts.
+    const ipHost = ['policies.files.ip\\.yaml.version=v1', 'policies.files.ip\\.yaml.passThrough[0].host=10.20.30.40', 'policies.files.ip\\.yaml.passThrough[0].scopes[0]=read:ip:*'];
+    refused(t, [...ipHost, 'proxyEnv.noProxy.extra[0]=10.0.0.0/8'], /NO_PROXY entry "10\.0\.0\.0\/8" covers "10\.20\.30\.40"/, 'an IPv4 CIDR holding a governed address');
+    refused(t, [...ipHost, 'proxyEnv.noProxy.extra[0]=10.20.30.32/28'], /covers "10\.20\.30\.40"/, 'a narrow CIDR holding it');
+    refused(t, [...ipHost, 'proxyEnv.noProxy.extra[0]=0.0.0.0/0'], /covers "10\.20\.30\.40"/, 'every address');
+    const beside = helm.template({ set: [...ipHost, 'proxyEnv.noProxy.extra[0]=10.20.31.0/24', 'proxyEnv.noProxy.extra[1]=10.20.30.48/28'] });
+    t.equal(beside.status, 0, 'CIDRs beside the governed address render', { stderr: beside.stderr });
+    t.match(beside.stdout, /10\.20\.31\.0\/24,10\.20\.30\.48\/28"/);
+    refused(t, ['policies.files.ip6\\.yaml.version=v1', 'policies.files.ip6\\.yaml.passThrough[0].host=fd00::1', 'policies.files.ip6\\.yaml.passThrough[0].scopes[0]=read:ip:*', 'proxyEnv.noProxy.extra[0]=fd00::/8'], /covers "fd00::1"/, 'an IPv6 CIDR next to an IPv6 host is not taken on trust');
     const ok = helm.template({ set: ['proxyEnv.noProxy.clusterDNS=false', 'policies.files.svc\\.yaml.version=v1', 'policies.files.svc\\.yaml.passThrough[0].host=ledger.finance.svc.cluster.local', 'policies.files.svc\\.yaml.passThrough[0].scopes[0]=read:ledger:*'] });
     t.equal(ok.status, 0, 'in-cluster governed host renders once the cluster DNS bypass is off', { stderr: ok.stderr });
     refused(t, ['sidecar.nativeSidecar=auto'], /workload\.kind=Job needs a native sidecar/, 'Job without native sidecar on 1.28', { valuesFiles: [join(CI_VALUES_DIR, 'job-values.yaml')], kubeVersion: '1.28.0' });

@@ -110,6 +110,29 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 {{- end }}
 
 {{- /*
+Whether a NO_PROXY entry in CIDR form covers an IP-literal host (curl, Go and Python requests all
+read CIDR entries): "true" or empty. IPv4 is computed; an IPv6 CIDR next to an IPv6 host counts as
+covering it (it cannot be checked here), so rendering fails and an address list is asked for.
+*/ -}}
+{{- define "agentwrit-sidecar.cidrCovers" -}}
+{{- $ipv4 := "^[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}$" }}
+{{- if contains "/" .entry }}
+{{- $net := first (splitList "/" .entry) }}
+{{- $bits := atoi (last (splitList "/" .entry)) }}
+{{- if and (regexMatch $ipv4 .host) (regexMatch $ipv4 $net) (le $bits 32) }}
+{{- $block := 1 }}
+{{- range until (sub 32 $bits | int) }}{{ $block = mul $block 2 }}{{ end }}
+{{- $h := splitList "." .host }}
+{{- $m := splitList "." $net }}
+{{- $hv := add (mul (atoi (index $h 0)) 16777216) (mul (atoi (index $h 1)) 65536) (mul (atoi (index $h 2)) 256) (atoi (index $h 3)) }}
+{{- $mv := add (mul (atoi (index $m 0)) 16777216) (mul (atoi (index $m 1)) 65536) (mul (atoi (index $m 2)) 256) (atoi (index $m 3)) }}
+{{- if eq (div $hv $block) (div $mv $block) }}true{{ end }}
+{{- else if and (contains ":" .host) (contains ":" $net) }}true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- /*
 NO_PROXY for the agent. It must never cover a host a policy governs, or the agent would reach that
 host directly (without the sidecar's credential, and without its policy): rendering fails instead.
 */ -}}
@@ -137,7 +160,7 @@ host directly (without the sidecar's credential, and without its policy): render
 {{- $base := trimPrefix "*." $h }}
 {{- range $entry := $e }}
 {{- $n := lower $entry | trimPrefix "*" | trimPrefix "." }}
-{{- if or (eq $entry "*") (eq $base $n) (hasSuffix (printf ".%s" $n) $base) (and (hasPrefix "*." $h) (hasSuffix (printf ".%s" $base) $n)) }}
+{{- if or (eq $entry "*") (eq $base $n) (hasSuffix (printf ".%s" $n) $base) (and (hasPrefix "*." $h) (hasSuffix (printf ".%s" $base) $n)) (include "agentwrit-sidecar.cidrCovers" (dict "entry" $n "host" $base)) }}
 {{- fail (printf "NO_PROXY entry %q covers %q, a host governed by the policies: the agent would bypass the sidecar. Remove it from proxyEnv.noProxy.extra or turn off the proxyEnv.noProxy switch that adds it." $entry $h) }}
 {{- end }}
 {{- end }}

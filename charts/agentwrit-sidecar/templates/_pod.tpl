@@ -15,7 +15,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
-  serviceAccountName: {{ include "agentwrit-sidecar.serviceAccountName" . }}
+  serviceAccountName: {{ include "agentwrit-sidecar.serviceAccountName" . | quote }}
   automountServiceAccountToken: {{ $v.serviceAccount.automountToken }}
   {{- if eq $v.workload.kind "Job" }}
   # OnFailure keeps the pod, so the sidecar and its audit log survive an agent retry.
@@ -40,7 +40,7 @@ spec:
     {{- /* First in the list: see holdAgentUntilReady. */ -}}
     {{- include "agentwrit-sidecar.container" . | nindent 4 }}
     {{- end }}
-    - name: {{ $v.agent.name }}
+    - name: {{ $v.agent.name | quote }}
       image: {{ printf "%s:%s" $v.agent.image.repository $v.agent.image.tag | quote }}
       imagePullPolicy: {{ $v.agent.image.pullPolicy }}
       {{- with $v.agent.command }}

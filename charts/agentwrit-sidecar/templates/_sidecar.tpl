@@ -24,11 +24,11 @@
     {{- toYaml . | nindent 4 }}
     {{- end }}
     {{- range $s.secretEnv }}
-    - name: {{ .name }}
+    - name: {{ .name | quote }}
       valueFrom:
         secretKeyRef:
-          name: {{ .secretName }}
-          key: {{ .key }}
+          name: {{ .secretName | quote }}
+          key: {{ .key | quote }}
     {{- end }}
   {{- end }}
   # /readyz: the first policy generation and the broker key are loaded and the CA files are written.
@@ -136,22 +136,23 @@
 {{- $v := .values -}}
 - name: agentwrit-config
   configMap:
-    name: {{ include "agentwrit-sidecar.configMapName" . }}
+    name: {{ include "agentwrit-sidecar.configMapName" . | quote }}
 - name: agentwrit-policies
   configMap:
-    name: {{ include "agentwrit-sidecar.policiesConfigMapName" . }}
+    name: {{ include "agentwrit-sidecar.policiesConfigMapName" . | quote }}
 {{- with $v.broker.publicKey }}
 {{- if .secretName }}
 - name: agentwrit-broker-key
   secret:
-    secretName: {{ .secretName }}
+    secretName: {{ .secretName | quote }}
+    defaultMode: {{ $v.sidecar.secretFileMode | int }}
     items:
       - key: {{ .key }}
         path: {{ .key }}
 {{- else if .configMapName }}
 - name: agentwrit-broker-key
   configMap:
-    name: {{ .configMapName }}
+    name: {{ .configMapName | quote }}
     items:
       - key: {{ .key }}
         path: {{ .key }}
@@ -160,13 +161,14 @@
 {{- with dig "tls" "secretName" "" $v.broker }}
 - name: agentwrit-broker-tls
   secret:
-    secretName: {{ . }}
+    secretName: {{ . | quote }}
+    defaultMode: {{ $v.sidecar.secretFileMode | int }}
 {{- end }}
 {{- with $v.ca.existingSecret }}
 {{- if .name }}
 - name: agentwrit-ca
   secret:
-    secretName: {{ .name }}
+    secretName: {{ .name | quote }}
     defaultMode: {{ $v.sidecar.secretFileMode | int }}
     # Whatever the Secret calls them (cert-manager: tls.crt/tls.key), the sidecar reads ca.crt and ca.key.
     items:
@@ -184,7 +186,7 @@
 {{- range $v.secrets }}
 - name: {{ printf "agentwrit-secret-%s" .mountAs }}
   secret:
-    secretName: {{ .name }}
+    secretName: {{ .name | quote }}
     defaultMode: {{ $v.sidecar.secretFileMode | int }}
     {{- if .optional }}
     optional: true
@@ -194,7 +196,7 @@
 - name: agentwrit-audit
   {{- if $v.auditLog.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ $v.auditLog.existingClaim }}
+    claimName: {{ $v.auditLog.existingClaim | quote }}
   {{- else }}
   emptyDir:
     sizeLimit: {{ $v.auditLog.sizeLimit }}

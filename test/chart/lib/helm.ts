@@ -61,12 +61,13 @@ export class Helm {
   }
 
   /** `helm template`; kubeVersion like "1.30.0"; apiVersions e.g. ["monitoring.coreos.com/v1"]. */
-  template(opts: { valuesFiles?: string[]; kubeVersion?: string; apiVersions?: string[]; set?: string[]; chart?: string; release?: string } = {}): HelmResult {
+  template(opts: { valuesFiles?: string[]; kubeVersion?: string; apiVersions?: string[]; set?: string[]; setString?: string[]; chart?: string; release?: string } = {}): HelmResult {
     const args = ['template', opts.release ?? 'demo', opts.chart ?? CHART_DIR, '--namespace', 'agents'];
     for (const f of opts.valuesFiles ?? []) args.push('-f', f);
     if (opts.kubeVersion) args.push('--kube-version', opts.kubeVersion);
     for (const a of opts.apiVersions ?? []) args.push('--api-versions', a);
     for (const s of opts.set ?? []) args.push('--set', s);
+    for (const s of opts.setString ?? []) args.push('--set-string', s);
     return this.run(args);
   }
 

@@ -40,7 +40,7 @@ export interface Container {
 export interface Volume {
   name: string;
   configMap?: { name: string };
-  secret?: { secretName: string; items?: { key: string; path: string }[] };
+  secret?: { secretName: string; defaultMode?: number; items?: { key: string; path: string }[] };
   emptyDir?: Record<string, unknown>;
   persistentVolumeClaim?: { claimName: string };
 }
