@@ -1,9 +1,9 @@
 /**
  * Method overrides carried as parameters. Rails (Rack::MethodOverride), Laravel and Symfony take
  * another method than the request line's from a `_method` form field (Laravel and Symfony from the
- * query string too), Express's method-override wherever it is told to look. A request is
- * authorized for its request line's method: a `_method` parameter in the query or in a form body
- * is refused as ambiguous, not forwarded.
+ * query string too, Laravel from a JSON body's top-level `_method`), Express's method-override
+ * wherever it is told to look. A request is authorized for its request line's method: a `_method`
+ * parameter in the query, a form body or a JSON body is refused as ambiguous, not forwarded.
  *
  * Names are read as those frameworks read them: percent-decoded, `+` as a space, leading spaces
  * dropped and ` ` or `.` read as `_` (PHP), `[` ending the name (`_method[x]`); and compared
@@ -13,7 +13,7 @@
 const TARGET = '_method';
 
 /** The refusal's detail, for a `_method` found in the query or the body. */
-export const METHOD_OVERRIDE_DETAIL = (where: 'query' | 'form body') =>
+export const METHOD_OVERRIDE_DETAIL = (where: 'query' | 'body') =>
   `a method override (_method) in the ${where}: the request is authorized for its request line's method`;
 
 const hexValue = (c: number) => (c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1);
@@ -145,11 +145,105 @@ export class MultipartNameScanner {
   }
 }
 
-/** Which scanner reads a body of this Content-Type, if any. */
-export function bodyOverrideScanner(contentType: string | undefined): { feed(piece: Buffer): boolean } | undefined {
-  if (contentType === undefined) return undefined;
+/**
+ * Reads a JSON body as it arrives and tells whether its top-level object has a `_method` key.
+ * Laravel reads the method override from its input, which for a JSON request is the JSON body.
+ * Keys are decoded (`"\u005fmethod"` is `_method`); strings, escapes and nesting are followed so
+ * that a `_method` inside a string or a nested object does not count.
+ */
+export class JsonKeyScanner {
+  private depth = 0;
+  /** Object or array at each depth (true: object). */
+  private readonly objects: boolean[] = [];
+  private expectKey = false;
+  private inString = false;
+  /** The string under way is a top-level key. */
+  private isKey = false;
+  private key = '';
+  private keyAlive = true;
+  /** 0: none; 1: after a backslash; 2..5: reading the hex digits of a \u escape. */
+  private escape = 0;
+  private unicode = 0;
+  found = false;
+
+  feed(piece: Buffer): boolean {
+    if (this.found) return true;
+    for (let i = 0; i < piece.length; i++) {
+      const c = piece[i];
+      if (this.inString) {
+        this.stringByte(c);
+        if (this.found) return true;
+        continue;
+      }
+      if (c === 34) {
+        this.inString = true;
+        this.isKey = this.depth === 1 && this.expectKey && this.objects[1] === true;
+        this.key = '';
+        this.keyAlive = true;
+      } else if (c === 123 || c === 91) {
+        this.depth++;
+        this.objects[this.depth] = c === 123;
+        this.expectKey = c === 123;
+      } else if (c === 125 || c === 93) {
+        this.depth--;
+        this.expectKey = false;
+      } else if (c === 44) {
+        this.expectKey = this.objects[this.depth] === true;
+      } else if (c === 58) {
+        this.expectKey = false;
+      }
+    }
+    return false;
+  }
+
+  private stringByte(c: number): void {
+    if (this.escape === 1) {
+      if (c === 117) {
+        this.escape = 2;
+        this.unicode = 0;
+        return;
+      }
+      this.escape = 0;
+      const map: Record<number, number> = { 98: 8, 102: 12, 110: 10, 114: 13, 116: 9 };
+      this.keyChar(map[c] ?? c);
+      return;
+    }
+    if (this.escape >= 2) {
+      this.unicode = this.unicode * 16 + Math.max(0, hexValue(c));
+      if (++this.escape === 6) {
+        this.escape = 0;
+        this.keyChar(this.unicode);
+      }
+      return;
+    }
+    if (c === 92) {
+      this.escape = 1;
+      return;
+    }
+    if (c === 34) {
+      this.inString = false;
+      if (this.isKey && this.keyAlive && this.key === TARGET) this.found = true;
+      return;
+    }
+    this.keyChar(c);
+  }
+
+  private keyChar(c: number): void {
+    if (!this.isKey || !this.keyAlive) return;
+    this.key += String.fromCharCode(c).toLowerCase();
+    if (this.key.length > TARGET.length || !TARGET.startsWith(this.key)) this.keyAlive = false;
+  }
+}
+
+/**
+ * Which scanner reads a request body, if any: forms (urlencoded, multipart), JSON (`/json` or
+ * `+json`, as Laravel tells JSON), and a POST without Content-Type, which Rack reads as a form.
+ */
+export function bodyOverrideScanner(contentType: string | undefined, method: string): { feed(piece: Buffer): boolean } | undefined {
+  if (contentType === undefined) return method === 'POST' ? new FormNameScanner() : undefined;
   const type = contentType.split(';', 1)[0].trim().toLowerCase();
   if (type === 'application/x-www-form-urlencoded') return new FormNameScanner();
   if (type === 'multipart/form-data') return new MultipartNameScanner();
+  if (type.includes('/json') || type.includes('+json')) return new JsonKeyScanner();
   return undefined;
 }

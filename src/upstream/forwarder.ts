@@ -143,20 +143,20 @@ export function upstreamErrorToSidecar(err: unknown): SidecarError {
 /**
  * The request body on its way upstream: counted against `maxBytes` when it has no Content-Length
  * (undici holds a declared one to its length, checked against the limit before), cut when no byte
- * passes for `idleMs` once `start` is called, and cut before a form field `_method` (a method
- * override, method-override.ts) passes. Each error reaches the Exchange as the upstream request's
+ * passes for `idleMs` once `start` is called, and cut before a `_method` form field or JSON key (a
+ * method override, method-override.ts) passes. Each error reaches the Exchange as the upstream request's
  * failure; the upstream has then had part of the body only, and its connection closes.
  */
-function bodyGuard(maxBytes: number | undefined, idleMs: number, contentType: string | undefined): { guard: Transform; start: () => void } {
+function bodyGuard(maxBytes: number | undefined, idleMs: number, req: IncomingMessage): { guard: Transform; start: () => void } {
   let seen = 0;
   let timer: NodeJS.Timeout | undefined;
-  const overrides = bodyOverrideScanner(contentType);
+  const overrides = bodyOverrideScanner(req.headers['content-type'], req.method ?? '');
   const guard = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       timer?.refresh();
       seen += chunk.length;
       if (maxBytes !== undefined && seen > maxBytes) cb(new SidecarError('payload_too_large', `request body exceeds ${maxBytes} bytes`));
-      else if (overrides?.feed(chunk)) cb(new SidecarError('ambiguous_request', METHOD_OVERRIDE_DETAIL('form body')));
+      else if (overrides?.feed(chunk)) cb(new SidecarError('ambiguous_request', METHOD_OVERRIDE_DETAIL('body')));
       else cb(null, chunk);
     },
     flush(cb) {
@@ -494,7 +494,7 @@ export class Forwarder {
     let body: Transform | undefined;
     let connected: (() => void) | undefined;
     if (opts.hasBody) {
-      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs, req.headers['content-type']);
+      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs, req);
       body = req.pipe(g.guard);
       connected = g.start;
     }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { SidecarError } from '../../src/errors.js';
 import { canonicalizeForward, canonicalizeOrigin } from '../../src/ingress/canonical.js';
-import { bodyOverrideScanner, FormNameScanner, MultipartNameScanner, queryHasMethodOverride } from '../../src/ingress/method-override.js';
+import { bodyOverrideScanner, FormNameScanner, JsonKeyScanner, MultipartNameScanner, queryHasMethodOverride } from '../../src/ingress/method-override.js';
 
 const FORM: Array<[string, boolean]> = [
   ['_method=DELETE', true],
@@ -85,12 +85,46 @@ t.test('multipart bodies: a part named `_method`', async (t) => {
   }
 });
 
+t.test('JSON bodies: a top-level `_method` key', async (t) => {
+  const cases: Array<[string, boolean]> = [
+    ['{"_method":"DELETE"}', true],
+    ['{ "a": 1, "_method" : "PUT" }', true],
+    ['{"a":[1,{"b":2}],"_method":"PUT"}', true],
+    ['{"\\u005fmethod":"DELETE"}', true],
+    ['{"\\u005Fmethod":"DELETE"}', true],
+    ['{"_METHOD":"DELETE"}', true],
+    ['{"_method":null}', true],
+    ['{"a":"_method"}', false],
+    ['{"a":{"_method":"DELETE"}}', false],
+    ['[{"_method":"DELETE"}]', false],
+    ['{"a":"x\\"_method\\":1"}', false],
+    ['{"a":"\\\\","b":{"_method":1}}', false],
+    ['{"_methods":1}', false],
+    ['{"x_method":1}', false],
+    ['{"a":["_method"],"b":1}', false],
+    ['"_method"', false],
+    ['{}', false],
+  ];
+  for (const [body, expected] of cases) {
+    t.equal(new JsonKeyScanner().feed(Buffer.from(body)), expected, body);
+    for (let cut = 1; cut < body.length; cut++) {
+      const s = new JsonKeyScanner();
+      const found = s.feed(Buffer.from(body.slice(0, cut))) || s.feed(Buffer.from(body.slice(cut)));
+      if (found !== expected) t.fail(`${body} cut at ${cut}: ${found}`);
+    }
+  }
+});
+
 t.test('which bodies are read for `_method`', async (t) => {
-  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded') instanceof FormNameScanner);
-  t.ok(bodyOverrideScanner('Application/X-WWW-Form-Urlencoded; charset=UTF-8') instanceof FormNameScanner);
-  t.ok(bodyOverrideScanner('multipart/form-data; boundary=b') instanceof MultipartNameScanner);
-  t.equal(bodyOverrideScanner('application/json'), undefined);
-  t.equal(bodyOverrideScanner(undefined), undefined);
+  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded', 'POST') instanceof FormNameScanner);
+  t.ok(bodyOverrideScanner('Application/X-WWW-Form-Urlencoded; charset=UTF-8', 'PUT') instanceof FormNameScanner);
+  t.ok(bodyOverrideScanner('multipart/form-data; boundary=b', 'POST') instanceof MultipartNameScanner);
+  t.ok(bodyOverrideScanner('application/json', 'POST') instanceof JsonKeyScanner);
+  t.ok(bodyOverrideScanner('application/vnd.api+json; charset=utf-8', 'PATCH') instanceof JsonKeyScanner);
+  t.ok(bodyOverrideScanner(undefined, 'POST') instanceof FormNameScanner, 'a POST without Content-Type: Rack reads it as a form');
+  t.equal(bodyOverrideScanner(undefined, 'PUT'), undefined);
+  t.equal(bodyOverrideScanner('application/octet-stream', 'POST'), undefined);
+  t.equal(bodyOverrideScanner('text/plain', 'POST'), undefined);
 });
 
 t.test('a `_method` query parameter is refused as ambiguous, in every request form', async (t) => {

@@ -66,7 +66,7 @@ t.test('`_method` in a form body: 400, and the upstream never has the whole requ
   const { sc, up, post, begun } = await setup(t);
   const small = await post('/items', 'name=x&_method=DELETE', 'application/x-www-form-urlencoded');
   t.equal(small.status, 400);
-  t.match(JSON.parse(small.text), { error_code: 'ambiguous_request', detail: /form body/ });
+  t.match(JSON.parse(small.text), { error_code: 'ambiguous_request', detail: /in the body/ });
 
   // A long form whose field comes late, in its own piece: the pieces before it went upstream.
   async function* late() {
@@ -97,8 +97,22 @@ t.test('forms without `_method` pass unchanged; other bodies are not read for it
   const r = await post('/items?q=_method', form, 'application/x-www-form-urlencoded');
   t.equal(r.status, 200);
   t.equal(up.received[0].body, form);
-  const json = '{"_method":"DELETE"}';
+  const json = '{"title":"_method","nested":{"_method":"DELETE"}}';
   const j = await post('/items', json, 'application/json');
-  t.equal(j.status, 200, 'a JSON body is the upstream\'s to read');
+  t.equal(j.status, 200, 'a JSON body whose top level has no _method key passes');
   t.equal(up.received[1].body, json);
+  const binary = '_method=DELETE';
+  const b = await post('/items', binary, 'application/octet-stream');
+  t.equal(b.status, 200, 'a body of another type is not read');
+  t.equal(up.received[2].body, binary);
+});
+
+t.test('`_method` at the top of a JSON body (Laravel), and in a POST without Content-Type (Rack reads it as a form)', async (t) => {
+  const { up, post } = await setup(t);
+  const json = await post('/items', '{"title":"x","\\u005fmethod":"DELETE"}', 'application/json; charset=utf-8');
+  t.equal(json.status, 400);
+  t.match(JSON.parse(json.text), { error_code: 'ambiguous_request', detail: /method override \(_method\) in the body/ });
+  const untyped = await post('/items', 'a=1&_method=DELETE', undefined);
+  t.equal(untyped.status, 400);
+  t.equal(up.received.length, 0);
 });
