@@ -244,3 +244,36 @@ t.test('an agent that stops reading a response is cut after upstream.bodyTimeout
   const next = await send('GET', '/ok');
   t.equal(await next.body.text(), 'fine');
 });
+
+t.test('an agent that reads a large response slowly but steadily is not cut by upstream.bodyTimeout', async (t) => {
+  const { sc, up } = await sidecar(t, { upstream: { bodyTimeout: '1s' } });
+  const size = 4 * 1024 * 1024;
+  // The agent takes a few seconds to read it all: the upstream waits on it again and again.
+  up.handlers.set('/large', (_r, res) => {
+    res.writeHead(200, { 'content-length': String(size) });
+    res.end(Buffer.alloc(size, 0x61));
+  });
+  // A slow reader: a receive buffer of 256 KiB, 64 KiB every 40 ms (about 1.6 MB/s, over 2 s in all).
+  const script = `
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 262144)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.argv[2].encode())
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+    time.sleep(0.04)
+head, _, body = got.partition(b"\\r\\n\\r\\n")
+print(head.split(b"\\r\\n")[0].decode(), len(body))
+`;
+  const { execFile } = await import('node:child_process');
+  const out = await new Promise<string>((resolve) =>
+    execFile('python3', ['-c', script, String(sc.proxyPort), `${head('GET', '/large', '1.0')}`], { timeout: 30_000 }, (err, stdout, stderr) => resolve(err ? stderr : stdout)),
+  );
+  t.equal(out.trim(), `HTTP/1.1 200 OK ${size}`, 'the whole body arrived');
+  t.notOk(sc.logs.some((l) => l.includes('response cut')), 'nothing was cut');
+});
