@@ -235,15 +235,29 @@ export class JsonKeyScanner {
   }
 }
 
+/** Feeds several scanners: a body one framework reads as a form and another as JSON. */
+class EitherScanner {
+  constructor(private readonly scanners: ReadonlyArray<{ feed(piece: Buffer): boolean }>) {}
+  feed(piece: Buffer): boolean {
+    let found = false;
+    for (const s of this.scanners) found = s.feed(piece) || found;
+    return found;
+  }
+}
+
 /**
- * Which scanner reads a request body, if any: forms (urlencoded, multipart), JSON (`/json` or
- * `+json`, as Laravel tells JSON), and a POST without Content-Type, which Rack reads as a form.
+ * Which scanners read a request body, if any. The media type is read as Rack and PHP read it (up
+ * to the first ";", "," or space, any case): forms (urlencoded, multipart), and a POST without
+ * Content-Type, which Rack reads as a form. JSON as Laravel tells it: "/json" or "+json" anywhere in
+ * the header, whatever else it says (so a body can be both a form and JSON, each to someone).
  */
 export function bodyOverrideScanner(contentType: string | undefined, method: string): { feed(piece: Buffer): boolean } | undefined {
   if (contentType === undefined) return method === 'POST' ? new FormNameScanner() : undefined;
-  const type = contentType.split(';', 1)[0].trim().toLowerCase();
-  if (type === 'application/x-www-form-urlencoded') return new FormNameScanner();
-  if (type === 'multipart/form-data') return new MultipartNameScanner();
-  if (type.includes('/json') || type.includes('+json')) return new JsonKeyScanner();
-  return undefined;
+  const lower = contentType.toLowerCase();
+  const type = lower.trim().split(/[;, ]/, 1)[0];
+  const scanners: Array<{ feed(piece: Buffer): boolean }> = [];
+  if (type === 'application/x-www-form-urlencoded') scanners.push(new FormNameScanner());
+  else if (type === 'multipart/form-data') scanners.push(new MultipartNameScanner());
+  if (lower.includes('/json') || lower.includes('+json')) scanners.push(new JsonKeyScanner());
+  return scanners.length > 1 ? new EitherScanner(scanners) : scanners[0];
 }

@@ -125,6 +125,12 @@ t.test('which bodies are read for `_method`', async (t) => {
   t.equal(bodyOverrideScanner(undefined, 'PUT'), undefined);
   t.equal(bodyOverrideScanner('application/octet-stream', 'POST'), undefined);
   t.equal(bodyOverrideScanner('text/plain', 'POST'), undefined);
+  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded, text/plain', 'POST') instanceof FormNameScanner, 'the media type ends at "," too (Rack)');
+  t.ok(bodyOverrideScanner('text/plain; x=/json', 'POST') instanceof JsonKeyScanner, '"/json" anywhere is JSON to Laravel');
+  const both = bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!;
+  t.ok(both.feed(Buffer.from('a=1&_method=PUT')), 'a form to Rack and JSON to Laravel: read as a form');
+  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!.feed(Buffer.from('{"_method":"PUT"}')), 'and as JSON');
+  t.notOk(bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!.feed(Buffer.from('{"a":"_method"}')));
 });
 
 t.test('a `_method` query parameter is refused as ambiguous, in every request form', async (t) => {
