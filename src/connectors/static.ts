@@ -173,7 +173,10 @@ abstract class StaticConnector implements Connector {
       for (const a of c.aliases) if (outbound.headers[a] !== undefined) delete outbound.headers[a];
       outbound.headers[c.header] = c.value;
     }
-    else if (c.kind === 'static-query') outbound.path = setQueryParam(outbound.path, c.name, c.pair);
+    else if (c.kind === 'static-query') {
+      outbound.path = setQueryParam(outbound.path, c.name, c.pair);
+      outbound.echoes = [...(outbound.echoes ?? []), c.pair];
+    }
     else throw new TypeError(`connector ${this.name}: not a static credential`);
   }
 

@@ -6,6 +6,11 @@ export interface OutboundRequest {
   /** Lower-case header names. */
   headers: Record<string, string | string[]>;
   origin: { scheme: 'http' | 'https'; host: string; port: number };
+  /**
+   * Text the credential put into the request line (a query `name=value` pair) that an upstream may
+   * echo back in a response header (a redirect keeping the query): never relayed to the agent.
+   */
+  echoes?: string[];
 }
 
 /** An opaque credential value; `expiresAt` (ms epoch) lets caches refresh ahead. */

@@ -18,7 +18,7 @@ import { nextRequestId } from '../pipeline/request-id.js';
 import { toSidecarError } from '../pipeline/respond.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import type { Runtime } from '../runtime/types.js';
-import { stripHopByHop, upstreamErrorToSidecar } from '../upstream/forwarder.js';
+import { stripHopByHop, upstreamErrorToSidecar, withoutEchoes } from '../upstream/forwarder.js';
 import { closeAfterEnd, splice, writeRawProblem } from './raw-socket.js';
 import { extractToken } from './token.js';
 import { tokenWatchFor } from './token-watch.js';
@@ -151,13 +151,16 @@ function headLines(status: number, message: string, headers: Array<[string, stri
  * A non-101 answer (the upstream refused the upgrade) is relayed as is, then the connection closed.
  * A body that stops for `idleMs`, or an agent that goes away, ends both connections.
  */
-function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, idleMs: number): void {
+function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, idleMs: number, echoes: readonly string[] | undefined): void {
   const h = stripHopByHop(res.headers as Record<string, string | string[] | undefined>);
   const pairs: Array<[string, string]> = [];
   for (const k in h) {
     if (k === 'x-request-id') continue;
     const v = h[k];
-    for (const one of Array.isArray(v) ? v : [v]) pairs.push([k, one]);
+    for (const one of Array.isArray(v) ? v : [v]) {
+      const kept = echoes === undefined ? one : withoutEchoes(k, one, echoes);
+      if (kept !== undefined) pairs.push([k, kept]);
+    }
   }
   pairs.push(['x-request-id', requestId], ['connection', 'close']);
   client.write(headLines(res.statusCode ?? 502, res.statusMessage ?? '', pairs));
@@ -217,7 +220,7 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     st.upstreamStatus = answer.res.statusCode;
     if (answer.kind === 'response') {
       agent.discard();
-      relayRefusal(answer.res, client, st.requestId, durationMs(rt.config.upstream.bodyTimeout));
+      relayRefusal(answer.res, client, st.requestId, durationMs(rt.config.upstream.bodyTimeout), out.echoes);
       record();
       return;
     }
@@ -229,7 +232,11 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     const early = agent.stop();
     const pairs: Array<[string, string]> = [];
     const raw = answer.res.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() !== 'x-request-id') pairs.push([raw[i], raw[i + 1]]);
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].toLowerCase() === 'x-request-id') continue;
+      const kept = out.echoes === undefined ? raw[i + 1] : withoutEchoes(raw[i], raw[i + 1], out.echoes);
+      if (kept !== undefined) pairs.push([raw[i], kept]);
+    }
     pairs.push(['x-request-id', st.requestId]);
     client.write(headLines(101, answer.res.statusMessage || 'Switching Protocols', pairs));
     if (answer.head.length > 0) client.write(answer.head);

@@ -85,12 +85,38 @@ export function stripHopByHop(headers: Record<string, string | string[] | undefi
   return out;
 }
 
+/** Fields that carry a URL an upstream may build from the request's own (a redirect keeping the query). */
+const URL_FIELDS: ReadonlySet<string> = new Set(['location', 'content-location', 'link', 'refresh']);
+
+/**
+ * A response field's value without the credential text in `echoes` (a query `name=value` pair the
+ * connector added). In a URL field each whole `?pair` / `&pair` parameter is taken out, so a
+ * redirect still leads where it should (the sidecar adds the credential to the next request again);
+ * a field that holds it any other way is not relayed at all (undefined).
+ */
+export function withoutEchoes(name: string, value: string, echoes: readonly string[]): string | undefined {
+  let v = value;
+  for (const pair of echoes) {
+    for (let i = v.indexOf(pair); i >= 0; i = v.indexOf(pair)) {
+      const before = v.charCodeAt(i - 1);
+      const end = i + pair.length;
+      const after = end < v.length ? v.charCodeAt(end) : -1;
+      const whole = (before === 38 || before === 63) && (after === -1 || after === 38 || after === 35 || after === 62 || after === 34 || after === 59 || after === 32);
+      if (!URL_FIELDS.has(name.toLowerCase()) || !whole) return undefined;
+      // "?pair&rest" keeps "?rest"; "?pair" and "&pair" go with their separator.
+      v = before === 63 && after === 38 ? v.slice(0, i) + v.slice(end + 1) : v.slice(0, i - 1) + v.slice(end);
+    }
+  }
+  return v;
+}
+
 /**
  * The upstream's raw response head, minus hop-by-hop fields and any the Connection header names,
  * with our X-Request-ID, as the flat list node:http's writeHead accepts. One pass over the list;
- * fields a Connection header names (rare beyond close/keep-alive) are removed afterwards.
+ * fields a Connection header names (rare beyond close/keep-alive) are removed afterwards. With
+ * `echoes` (a query credential), fields are relayed without it (withoutEchoes).
  */
-export function relayHeaders(raw: Buffer[] | string[] | null, requestId: string): string[] {
+export function relayHeaders(raw: Buffer[] | string[] | null, requestId: string, echoes?: readonly string[]): string[] {
   const out: string[] = [];
   let named: Set<string> | undefined;
   if (raw) {
@@ -111,7 +137,11 @@ export function relayHeaders(raw: Buffer[] | string[] | null, requestId: string)
         }
         continue;
       }
-      out.push(name, value);
+      if (echoes === undefined) out.push(name, value);
+      else {
+        const kept = withoutEchoes(name, value, echoes);
+        if (kept !== undefined) out.push(name, kept);
+      }
     }
   }
   if (named) {
@@ -238,6 +268,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     /** Longest the agent may leave the response unread (0: no limit). */
     private readonly stallMs: number,
     private readonly onAgentStalled: ((requestId: string) => void) | undefined,
+    /** Credential text the response must not carry back to the agent (OutboundRequest.echoes). */
+    private readonly echoes: readonly string[] | undefined,
     /** Set when every connection to the upstream is busy: the longest wait for one. */
     queueLimitMs?: number,
   ) {
@@ -278,7 +310,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     const raw = this.head;
     if (raw === undefined) return;
     this.head = undefined;
-    this.res.writeHead(this.status, relayHeaders(raw, this.requestId));
+    this.res.writeHead(this.status, relayHeaders(raw, this.requestId, this.echoes));
   }
 
   onData(chunk: Buffer): boolean {
@@ -506,7 +538,7 @@ export class Forwarder {
     // (headersTimeout 0 is undici's "no limit": then no limit here either.)
     const queueLimitMs = held > this.opts.connectionsPerOrigin && this.opts.headersTimeoutMs > 0 ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
-      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, this.opts.bodyTimeoutMs, this.opts.onAgentStalled, queueLimitMs);
+      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, this.opts.bodyTimeoutMs, this.opts.onAgentStalled, out.echoes, queueLimitMs);
       try {
         pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, exchange);
       } catch (err) {

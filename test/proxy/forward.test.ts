@@ -634,3 +634,30 @@ t.test('backpressure: a large response streams through intact', async (t) => {
   t.equal(res.statusCode, 200);
   t.equal(n, big.length);
 });
+
+t.test('a query credential echoed in a response header never reaches the agent; a redirect still leads on', async (t) => {
+  const encoded = `api_key=${encodeURIComponent(SECRET)}`;
+  upstream.handlers.set('/search', (r, res) => {
+    // As a trailing-slash redirect keeps the query, and a debug header repeats the URL.
+    res.writeHead(301, {
+      location: r.url.replace('/search?', '/search/?'),
+      'content-location': `http://api.example.com${r.url}#top`,
+      link: `<http://api.example.com${r.url}>; rel="canonical"`,
+      'x-debug-url': r.url,
+      'x-other': 'kept',
+    });
+    res.end();
+  });
+  t.teardown(() => upstream.handlers.delete('/search'));
+  const r = await viaProxy('/search?q=cats&page=2');
+  t.equal(r.status, 301);
+  t.equal(r.headers.location, '/search/?q=cats&page=2', 'the redirect without the credential');
+  t.equal(r.headers['content-location'], 'http://api.example.com/search?q=cats&page=2#top');
+  t.equal(r.headers.link, '<http://api.example.com/search?q=cats&page=2>; rel="canonical"');
+  t.equal(r.headers['x-debug-url'], undefined, 'a field holding it otherwise is not relayed');
+  t.equal(r.headers['x-other'], 'kept');
+  t.notOk(JSON.stringify(r.headers).includes(SECRET), 'the secret is nowhere in the head');
+  t.notOk(JSON.stringify(r.headers).includes(encoded));
+  const only = await viaProxy('/search');
+  t.equal(only.headers.location, '/search/', 'the credential the only parameter: the "?" goes too');
+});
