@@ -10,6 +10,7 @@ import { durationMs, type SidecarConfig } from '../config/schema.js';
 import { errorReason, SidecarError } from '../errors.js';
 import type { BrokerTransport } from './broker-transport.js';
 import { type FileKeys, KeyFile, type KeyFileEvents } from './key-file.js';
+import { shownUrl } from '../url-text.js';
 
 export interface KeySource {
   /** The key that must have signed a token with this header; rejects with a SidecarError. */
@@ -148,12 +149,16 @@ class RemoteJwks implements KeySource {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
 
+  /** The URL as logs and errors show it (shownUrl): no credentials in a query or user information. */
+  private readonly shown: string;
+
   constructor(
     private readonly url: string,
     private readonly transport: BrokerTransport,
     private readonly refreshMs: number,
     private readonly events?: KeyFileEvents,
   ) {
+    this.shown = shownUrl(url);
     this.next(0, FIRST_RETRY_MS);
   }
 
@@ -186,18 +191,18 @@ class RemoteJwks implements KeySource {
       try {
         doc = JSON.parse(res.text);
       } catch {
-        throw new Error(`${this.url}: not valid JSON`);
+        throw new Error(`${this.shown}: not valid JSON`);
       }
-      const next = new FileJwks(doc, this.url);
+      const next = new FileJwks(doc, this.shown);
       const before = this.keys;
       this.keys = next;
       this.lastFailure = undefined;
-      if (before && before.kids.join() !== next.kids.join()) this.events?.changed(this.url, next.kids);
+      if (before && before.kids.join() !== next.kids.join()) this.events?.changed(this.shown, next.kids);
     } catch (e) {
       const reason = errorReason(e);
       if (reason === this.lastFailure || this.closed) return;
       this.lastFailure = reason;
-      this.events?.failed(this.url, reason);
+      this.events?.failed(this.shown, reason);
     }
   }
 

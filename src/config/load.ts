@@ -11,6 +11,7 @@ import { type ConfigProblem, ConfigError } from '../errors.js';
 import { fileTooLarge, MAX_FILE_BYTES, NO_POSITIONS, type PositionLookup, parseYaml } from './positions.js';
 import { zodProblems } from './problems.js';
 import { type PolicyFile, PolicyFileSchema, type SidecarConfig, SidecarConfigSchema } from './schema.js';
+import { shownUrl } from '../url-text.js';
 
 export type { PositionLookup } from './positions.js';
 
@@ -103,7 +104,7 @@ function checkBroker(config: SidecarConfig, pos: PositionLookup, problem: Proble
   const tlsKey = (['caFile', 'clientCertFile'] as const).find((k) => b[k] !== undefined);
   const urls = [b.url, b.jwksUrl].filter((u): u is string => u !== undefined);
   if (tlsKey && !urls.some((u) => u.startsWith('https:'))) {
-    const why = urls.length === 0 ? 'neither is set' : `${urls.join(' and ')} ${urls.length > 1 ? 'are' : 'is'} plain HTTP`;
+    const why = urls.length === 0 ? 'neither is set' : `${urls.map(shownUrl).join(' and ')} ${urls.length > 1 ? 'are' : 'is'} plain HTTP`;
     problem(pos.key(['broker', tlsKey]), `broker.${tlsKey} is for an https broker.url or broker.jwksUrl; ${why}`);
   }
 }

@@ -96,7 +96,9 @@ t.test('JWKS URL: fetched again every jwksRefresh; a changed set drops cached an
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  // A query that carries a credential: reports show the URL without it.
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+  const url = `${base}?access_token=jwks-query-SECRET`;
   const changed: string[][] = [];
   const failed: string[] = [];
   const v = await createTokenVerifier(brokerConfig({ verify: 'offline', jwksUrl: url, jwksRefresh: '1s', timeout: '500ms' }), {
@@ -129,13 +131,13 @@ t.test('JWKS URL: fetched again every jwksRefresh; a changed set drops cached an
   answer = { status: 503, body: '' };
   const failingFrom = fetches;
   await until(() => fetches >= failingFrom + 2);
-  t.same(failed, [`${url} HTTP 503`], 'reported once while it keeps failing');
+  t.same(failed, [`${base} HTTP 503`], 'reported once while it keeps failing, without the query');
   t.equal(await code(v.verify(a)), 'ok', 'the keys in service stay');
 
   // Rotated: only the next key is published. Answers cached under the old set are dropped.
   answer = { status: 200, body: JSON.stringify({ keys: [jwk(other.publicKey)] }) };
   await until(() => changed.length === 1);
-  t.same(changed, [[url, otherKid]]);
+  t.same(changed, [[base, otherKid]]);
   t.equal(v.cached(a), undefined, 'the cached answer is gone');
   t.equal(await code(v.verify(a)), 'token_invalid', 'a token of the key no longer published is refused');
   t.equal(await code(v.verify(token(otherKid))), 'ok', 'the next key serves');

@@ -179,3 +179,12 @@ t.test('a missing config file is a ConfigError', async (t) => {
   t.ok(e instanceof ConfigError);
   t.same((e as ConfigError).problems, [{ file: '/nonexistent/sidecar.yaml', line: 1, col: 1, message: 'no such file or directory' }]);
 });
+
+t.test('broker URLs: no user information; messages show them without it or their query', async (t) => {
+  const userinfo = await problems('broker: { url: "http://svc:SECRET-pw@127.0.0.1:8080" }\n');
+  t.match(userinfo, [{ line: 1, message: /broker\.url: a URL here cannot carry a user name or password/ }]);
+  t.notMatch(JSON.stringify(userinfo), /SECRET-pw/);
+  const query = await problems('broker: { url: "http://127.0.0.1:8080/?token=SECRET-q", caFile: ./ca.pem }\n');
+  t.match(query, [{ message: /http:\/\/127\.0\.0\.1:8080 is plain HTTP$/ }]);
+  t.notMatch(JSON.stringify(query), /SECRET-q/, 'the query is not echoed');
+});
