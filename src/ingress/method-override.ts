@@ -5,9 +5,10 @@
  * wherever it is told to look. A request is authorized for its request line's method: a `_method`
  * parameter in the query, a form body or a JSON body is refused as ambiguous, not forwarded.
  *
- * Names are read as those frameworks read them: percent-decoded, `+` as a space, leading spaces
- * dropped and ` ` or `.` read as `_` (PHP), `[` ending the name (`_method[x]`); and compared
- * without regard to case, which refuses more than any of them would take.
+ * Names are read as the most lenient of those parsers reads them (NameReader), compared without
+ * regard to case; which bodies are read, and which cannot be (compressed, or in a charset that is
+ * not ASCII-compatible), is bodyOverrideCheck's. Every scanner is linear in its input and holds a
+ * bounded amount of it, as bodies stream through.
  */
 
 const TARGET = '_method';
@@ -19,15 +20,52 @@ export const METHOD_OVERRIDE_DETAIL = (where: 'query' | 'body') =>
 const hexValue = (c: number) => (c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1);
 
 /**
+ * One parameter name, decoded character by character, as the frameworks normalise it: leading
+ * spaces and brackets dropped (PHP; Rack 2 drops leading "[" and "]"), " " and "." read as "_"
+ * (PHP), the name ending at "[" or "]" (`_method[x]`, an array of that name; Rack reads `[_method]` as
+ * `_method`) or at NUL (PHP). Keeps at most
+ * the characters that can still make `_method`.
+ */
+class NameReader {
+  private name = '';
+  private alive = true;
+  private ended = false;
+  /** Set once the name is `_method` and nothing after can change that ("[", NUL). */
+  settled = false;
+
+  reset(): void {
+    this.name = '';
+    this.alive = true;
+    this.ended = false;
+    this.settled = false;
+  }
+
+  char(c: number): void {
+    if (!this.alive || this.ended) return;
+    if (this.name === '' && (c === 32 || c === 91 || c === 93)) return;
+    if (c === 91 || c === 93 || c === 0) {
+      this.ended = true;
+      this.settled = this.name === TARGET;
+      this.alive = this.settled;
+      return;
+    }
+    this.name += c === 32 || c === 46 ? '_' : String.fromCharCode(c).toLowerCase();
+    if (this.name.length > TARGET.length || !TARGET.startsWith(this.name)) this.alive = false;
+  }
+
+  /** The whole name was read: is it `_method`? */
+  is(): boolean {
+    return this.alive && this.name === TARGET;
+  }
+}
+
+/**
  * Reads `application/x-www-form-urlencoded` text (a query string or a form body) as it arrives,
- * in pieces cut anywhere, and tells whether a parameter was named `_method`. Holds at most the
- * first eight characters of the current name.
+ * in pieces cut anywhere, and tells whether a parameter was named `_method`.
  */
 export class FormNameScanner {
   private inName = true;
-  /** The current name, decoded and normalised, while it can still be `_method`. */
-  private name = '';
-  private alive = true;
+  private readonly reader = new NameReader();
   /** 0: no escape under way; 1: after '%'; 2: after '%' and one hex digit (in `high`). */
   private escape = 0;
   private high = 0;
@@ -42,7 +80,9 @@ export class FormNameScanner {
       // Separators are raw bytes ('%26' is part of a name or value, not a separator).
       if (c === 38 || c === 59) {
         if (this.inName && this.nameEnds()) return true;
-        this.startName();
+        this.inName = true;
+        this.reader.reset();
+        this.escape = 0;
         continue;
       }
       if (!this.inName) continue;
@@ -51,25 +91,18 @@ export class FormNameScanner {
         this.inName = false;
         continue;
       }
-      if (this.alive) {
-        this.nameByte(c);
-        if (this.found) return true;
+      this.nameByte(c);
+      if (this.reader.settled) {
+        this.found = true;
+        return true;
       }
     }
     return false;
   }
 
-  private startName(): void {
-    this.inName = true;
-    this.name = '';
-    this.alive = true;
-    this.escape = 0;
-  }
-
-  /** The name is complete: is it `_method`? (An escape cut short counts as its characters.) A name
-   * that never ends (`?_method`, no value) overrides nothing. */
+  /** The name is complete. One that never ends (`?_method`, no value) overrides nothing. */
   private nameEnds(): boolean {
-    if (this.alive && this.escape === 0 && this.name === TARGET) this.found = true;
+    if (this.escape === 0 && this.reader.is()) this.found = true;
     return this.found;
   }
 
@@ -83,38 +116,24 @@ export class FormNameScanner {
       }
       // Not an escape: '%' stands for itself, and so does this byte.
       this.escape = 0;
-      this.nameChar(37);
-      if (this.alive) this.nameByte(c);
+      this.reader.char(37);
+      this.nameByte(c);
       return;
     }
     if (this.escape === 2) {
       const l = hexValue(c);
       this.escape = 0;
       if (l >= 0) {
-        this.nameChar(this.high * 16 + l);
+        this.reader.char(this.high * 16 + l);
         return;
       }
-      this.nameChar(37);
-      if (this.alive) this.nameChar(this.high < 10 ? 48 + this.high : 55 + this.high);
-      if (this.alive) this.nameByte(c);
+      this.reader.char(37);
+      this.reader.char(this.high < 10 ? 48 + this.high : 55 + this.high);
+      this.nameByte(c);
       return;
     }
     if (c === 37) this.escape = 1;
-    else this.nameChar(c === 43 ? 32 : c);
-  }
-
-  /** One decoded character of the name. */
-  private nameChar(c: number): void {
-    if (c === 32 && this.name === '') return; // leading spaces are dropped (PHP)
-    if (c === 91) {
-      // "_method[...]": the name is what comes before the bracket.
-      this.alive = this.name === TARGET;
-      if (this.alive) this.found = true;
-      return;
-    }
-    const ch = c === 32 || c === 46 ? '_' : String.fromCharCode(c).toLowerCase();
-    this.name += ch;
-    if (this.name.length > TARGET.length || !TARGET.startsWith(this.name)) this.alive = false;
+    else this.reader.char(c === 43 ? 32 : c);
   }
 }
 
@@ -125,23 +144,137 @@ export function queryHasMethodOverride(query: string): boolean {
   return new FormNameScanner().feed(query);
 }
 
+const lowerByte = (c: number) => (c >= 65 && c <= 90 ? c + 32 : c);
+const isSpace = (c: number) => c === 32 || c === 9 || c === 13 || c === 10;
+const isWordByte = (c: number) => (c >= 48 && c <= 57) || (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c === 45;
+
 /**
- * Reads a `multipart/form-data` body as it arrives and tells whether a part is named `_method`
- * (`Content-Disposition: form-data; name="_method"`). Looks at the text as a whole, parts' content
- * included: a file that holds such a line is refused too, which errs on the safe side.
+ * Reads a multipart body as it arrives and tells whether a part may be named `_method`. Parsers
+ * differ in where they look (Rack finds `Content-Disposition: …; name=` anywhere in a part's head,
+ * across folded lines, and names a part by its Content-ID when it has no disposition), so every
+ * `name=` / `name*=` parameter and every `Content-ID:` value in the text is read, quoted with " or '
+ * (backslash escapes undone) or bare, `name*=utf-8''…` percent-decoded. A part's content that
+ * holds such text is refused too, which errs on the safe side. One pass, a few bytes of state.
  */
 export class MultipartNameScanner {
-  private tail = '';
+  /** Bytes of the keyword being matched ("name" or "content-id"), and whether it began at a word start. */
+  private kwName = 0;
+  private kwId = 0;
+  private prev = 10;
+  /** 0 idle; 1 after a keyword, before "="/":"; 2 after it, before the value; 3 in a bare value; 4 in a quoted value. */
+  private state = 0;
+  private quote = 0;
+  private backslash = false;
+  private extended = false;
+  /** name*=: the charset'language' prefix read so far (two quotes end it). */
+  private ticks = 0;
+  private escape = 0;
+  private high = 0;
+  private readonly reader = new NameReader();
   found = false;
 
   feed(piece: Buffer): boolean {
     if (this.found) return true;
-    const text = this.tail + piece.toString('latin1');
-    // name="_method", name=_method, name*=utf-8''_method; the character after it must have come.
-    if (/\bname\*?\s*=\s*(?:[\w-]*'[\w-]*')?"?\s*_method\s*["\s;[]/i.test(text)) this.found = true;
-    // Enough to hold a name cut between two pieces.
-    this.tail = text.slice(-256);
-    return this.found;
+    for (let i = 0; i < piece.length; i++) {
+      this.byte(piece[i]);
+      if (this.found) return true;
+    }
+    return false;
+  }
+
+  private byte(c: number): void {
+    switch (this.state) {
+      case 1: // after the keyword: "*" (name*), spaces, then "=" (or ":" after content-id)
+        if (c === 42 && this.kwName > 0) this.extended = true;
+        else if (c === 61 || (c === 58 && this.kwId > 0)) this.state = 2;
+        else if (!isSpace(c)) {
+          this.state = 0;
+          this.kwName = 0;
+          this.kwId = 0;
+          this.idle(c);
+        }
+        return;
+      case 2: // before the value
+        if (isSpace(c)) return;
+        this.reader.reset();
+        this.ticks = 0;
+        this.escape = 0;
+        if (c === 34 || (c === 39 && !this.extended)) {
+          this.quote = c;
+          this.backslash = false;
+          this.state = 4;
+        } else {
+          this.state = 3;
+          this.valueByte(c);
+        }
+        return;
+      case 3: // bare value: to ";", ",", a space or a line end
+        if (c === 59 || c === 44 || isSpace(c) || c === 34 || (c === 39 && !this.extended)) this.valueEnds(c);
+        else this.valueByte(c);
+        return;
+      case 4: // quoted value, to its quote or the line's end (an unclosed quote hides nothing after it)
+        if (c === 10 || c === 13) this.valueEnds(c);
+        else if (this.backslash) {
+          this.backslash = false;
+          this.valueByte(c);
+        } else if (c === 92) this.backslash = true;
+        else if (c === this.quote) this.valueEnds(-1);
+        else this.valueByte(c);
+        return;
+      default:
+        this.idle(c);
+    }
+  }
+
+  /** Looks for "name" (not inside a longer word: "filename", "username") and "content-id". */
+  private idle(c: number): void {
+    const l = lowerByte(c);
+    this.kwName = l === 'name'.charCodeAt(this.kwName) && (this.kwName > 0 || !isWordByte(this.prev)) ? this.kwName + 1 : l === 110 && !isWordByte(this.prev) ? 1 : 0;
+    this.kwId = l === 'content-id'.charCodeAt(this.kwId) ? this.kwId + 1 : l === 99 ? 1 : 0;
+    this.prev = c;
+    if (this.kwName === 4 || this.kwId === 10) {
+      if (this.kwName !== 4) this.kwName = 0;
+      if (this.kwId !== 10) this.kwId = 0;
+      this.extended = false;
+      this.state = 1;
+    }
+  }
+
+  private valueByte(c: number): void {
+    if (this.extended && this.ticks < 2) {
+      // name*=charset'lang'value: the value starts after the second "'" (a bare one: no prefix).
+      if (c === 39) {
+        if (++this.ticks === 2) this.reader.reset();
+      } else if (this.ticks === 0) this.reader.char(c);
+      return;
+    }
+    if (this.extended && this.ticks === 2) {
+      if (this.escape === 0 && c === 37) {
+        this.escape = 1;
+        return;
+      }
+      if (this.escape === 1) {
+        this.high = Math.max(0, hexValue(c));
+        this.escape = 2;
+        return;
+      }
+      if (this.escape === 2) {
+        this.escape = 0;
+        this.reader.char(this.high * 16 + Math.max(0, hexValue(c)));
+        return;
+      }
+    }
+    this.reader.char(c);
+    if (this.reader.settled) this.found = true;
+  }
+
+  private valueEnds(c: number): void {
+    if (this.reader.is() || this.reader.settled) this.found = true;
+    this.state = 0;
+    this.kwName = 0;
+    this.kwId = 0;
+    this.prev = 32;
+    if (c >= 0) this.idle(c);
   }
 }
 
@@ -149,18 +282,17 @@ export class MultipartNameScanner {
  * Reads a JSON body as it arrives and tells whether its top-level object has a `_method` key.
  * Laravel reads the method override from its input, which for a JSON request is the JSON body.
  * Keys are decoded (`"\u005fmethod"` is `_method`); strings, escapes and nesting are followed so
- * that a `_method` inside a string or a nested object does not count.
+ * that a `_method` inside a string or a nested object does not count. Holds a depth count only.
  */
 export class JsonKeyScanner {
   private depth = 0;
-  /** Object or array at each depth (true: object). */
-  private readonly objects: boolean[] = [];
+  /** The value at depth 1 is an object (its keys are the top-level keys). */
+  private topObject = false;
   private expectKey = false;
   private inString = false;
   /** The string under way is a top-level key. */
   private isKey = false;
-  private key = '';
-  private keyAlive = true;
+  private readonly reader = new NameReader();
   /** 0: none; 1: after a backslash; 2..5: reading the hex digits of a \u escape. */
   private escape = 0;
   private unicode = 0;
@@ -177,18 +309,17 @@ export class JsonKeyScanner {
       }
       if (c === 34) {
         this.inString = true;
-        this.isKey = this.depth === 1 && this.expectKey && this.objects[1] === true;
-        this.key = '';
-        this.keyAlive = true;
+        this.isKey = this.depth === 1 && this.expectKey && this.topObject;
+        this.reader.reset();
       } else if (c === 123 || c === 91) {
         this.depth++;
-        this.objects[this.depth] = c === 123;
-        this.expectKey = c === 123;
+        if (this.depth === 1) this.topObject = c === 123;
+        this.expectKey = this.depth === 1 && c === 123;
       } else if (c === 125 || c === 93) {
         this.depth--;
         this.expectKey = false;
       } else if (c === 44) {
-        this.expectKey = this.objects[this.depth] === true;
+        this.expectKey = this.depth === 1 && this.topObject;
       } else if (c === 58) {
         this.expectKey = false;
       }
@@ -222,16 +353,14 @@ export class JsonKeyScanner {
     }
     if (c === 34) {
       this.inString = false;
-      if (this.isKey && this.keyAlive && this.key === TARGET) this.found = true;
+      if (this.isKey && (this.reader.is() || this.reader.settled)) this.found = true;
       return;
     }
     this.keyChar(c);
   }
 
   private keyChar(c: number): void {
-    if (!this.isKey || !this.keyAlive) return;
-    this.key += String.fromCharCode(c).toLowerCase();
-    if (this.key.length > TARGET.length || !TARGET.startsWith(this.key)) this.keyAlive = false;
+    if (this.isKey) this.reader.char(c);
   }
 }
 
@@ -245,19 +374,36 @@ class EitherScanner {
   }
 }
 
+export type BodyScanner = { feed(piece: Buffer): boolean };
+
+/** Charsets whose bytes are ASCII for ASCII characters: a name is the same bytes in them. */
+const ASCII_COMPATIBLE = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii', 'iso-8859-1', 'latin1', 'windows-1252']);
+
 /**
- * Which scanners read a request body, if any. The media type is read as Rack and PHP read it (up
- * to the first ";", "," or space, any case): forms (urlencoded, multipart), and a POST without
- * Content-Type, which Rack reads as a form. JSON as Laravel tells it: "/json" or "+json" anywhere in
- * the header, whatever else it says (so a body can be both a form and JSON, each to someone).
+ * How a request body is read for a method override: not at all (undefined), by a scanner, or not
+ * forwarded (a refusal's detail) when it is of a kind that could carry one but cannot be read as
+ * it streams. The media type is taken as the most lenient parser takes it, up to the first ";",
+ * "," or space, any case; an absent or empty Content-Type is a form to Rack. Forms:
+ * `application/x-www-form-urlencoded`, anything naming "form" or "urlencoded"; multipart: any
+ * `multipart/*` (Rack reads a multipart body without a boundary as a form, so both ways); JSON:
+ * "json" anywhere in the header (Laravel looks for "/json" or "+json" in all of it). A compressed
+ * body (Content-Encoding; body-parser inflates it), or one in a charset whose bytes are not ASCII
+ * (UTF-16; body-parser decodes it), is refused: its names cannot be read here.
  */
-export function bodyOverrideScanner(contentType: string | undefined, method: string): { feed(piece: Buffer): boolean } | undefined {
-  if (contentType === undefined) return method === 'POST' ? new FormNameScanner() : undefined;
-  const lower = contentType.toLowerCase();
-  const type = lower.trim().split(/[;, ]/, 1)[0];
-  const scanners: Array<{ feed(piece: Buffer): boolean }> = [];
-  if (type === 'application/x-www-form-urlencoded') scanners.push(new FormNameScanner());
-  else if (type === 'multipart/form-data') scanners.push(new MultipartNameScanner());
-  if (lower.includes('/json') || lower.includes('+json')) scanners.push(new JsonKeyScanner());
+export function bodyOverrideCheck(headers: { 'content-type'?: string; 'content-encoding'?: string }): BodyScanner | string | undefined {
+  const header = (headers['content-type'] ?? '').trim().toLowerCase();
+  const type = header.split(/[;,\s]/, 1)[0];
+  const scanners: BodyScanner[] = [];
+  if (type === '' || type === 'application/x-www-form-urlencoded' || header.includes('form') || header.includes('urlencoded')) scanners.push(new FormNameScanner());
+  if (type.startsWith('multipart/') || header.includes('multipart')) {
+    scanners.push(new MultipartNameScanner());
+    if (!scanners.some((s) => s instanceof FormNameScanner)) scanners.push(new FormNameScanner());
+  }
+  if (header.includes('json')) scanners.push(new JsonKeyScanner());
+  if (scanners.length === 0) return undefined;
+  const encoding = (headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (encoding !== '' && encoding !== 'identity') return 'a compressed form or JSON body cannot be checked for a method override (_method); send it uncompressed';
+  const charset = /(?:^|[;,\s])charset\s*=\s*"?([^";,\s]*)/.exec(header)?.[1];
+  if (charset !== undefined && !ASCII_COMPATIBLE.has(charset)) return `a form or JSON body in ${charset} cannot be checked for a method override (_method); send it in UTF-8`;
   return scanners.length > 1 ? new EitherScanner(scanners) : scanners[0];
 }

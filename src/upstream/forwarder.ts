@@ -10,7 +10,7 @@ import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } fro
 import { buildConnector, type Dispatcher, Pool } from 'undici';
 import type { OutboundRequest } from '../connectors/types.js';
 import { SidecarError } from '../errors.js';
-import { bodyOverrideScanner, METHOD_OVERRIDE_DETAIL } from '../ingress/method-override.js';
+import { type BodyScanner, bodyOverrideCheck, METHOD_OVERRIDE_DETAIL } from '../ingress/method-override.js';
 import { whenSocketCloses } from '../ingress/socket-close.js';
 import { type TrustReport, UpstreamTrust } from './trust.js';
 
@@ -177,10 +177,9 @@ export function upstreamErrorToSidecar(err: unknown): SidecarError {
  * method override, method-override.ts) passes. Each error reaches the Exchange as the upstream request's
  * failure; the upstream has then had part of the body only, and its connection closes.
  */
-function bodyGuard(maxBytes: number | undefined, idleMs: number, req: IncomingMessage): { guard: Transform; start: () => void } {
+function bodyGuard(maxBytes: number | undefined, idleMs: number, overrides: BodyScanner | undefined): { guard: Transform; start: () => void } {
   let seen = 0;
   let timer: NodeJS.Timeout | undefined;
-  const overrides = bodyOverrideScanner(req.headers['content-type'], req.method ?? '');
   const guard = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       timer?.refresh();
@@ -522,11 +521,14 @@ export class Forwarder {
     if (held > this.opts.connectionsPerOrigin + MAX_WAITING_PER_ORIGIN) {
       throw new SidecarError('upstream_timeout', 'every connection to the upstream is busy and too many requests wait for one');
     }
+    // A body that may carry a method override and cannot be read for one goes nowhere.
+    const overrides = opts.hasBody ? bodyOverrideCheck(req.headers) : undefined;
+    if (typeof overrides === 'string') throw new SidecarError('ambiguous_request', overrides);
     this.held.set(pool, held);
     let body: Transform | undefined;
     let connected: (() => void) | undefined;
     if (opts.hasBody) {
-      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs, req);
+      const g = bodyGuard(req.headers['content-length'] === undefined ? opts.maxBodyBytes : undefined, opts.bodyIdleMs, overrides);
       body = req.pipe(g.guard);
       connected = g.start;
     }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { SidecarError } from '../../src/errors.js';
 import { canonicalizeForward, canonicalizeOrigin } from '../../src/ingress/canonical.js';
-import { bodyOverrideScanner, FormNameScanner, JsonKeyScanner, MultipartNameScanner, queryHasMethodOverride } from '../../src/ingress/method-override.js';
+import { bodyOverrideCheck, FormNameScanner, JsonKeyScanner, MultipartNameScanner, queryHasMethodOverride } from '../../src/ingress/method-override.js';
 
 const FORM: Array<[string, boolean]> = [
   ['_method=DELETE', true],
@@ -29,7 +29,10 @@ const FORM: Array<[string, boolean]> = [
   ['x_method=DELETE', false],
   ['_methods=DELETE', false],
   ['_metho=DELETE', false],
-  ['_method%00=DELETE', false],
+  ['_method%00=DELETE', true], // PHP ends a name at NUL
+  ['_method%00x=DELETE', true],
+  ['[_method]=DELETE', true], // Rack 2 drops leading brackets
+  [']]_method=DELETE', true],
   ['_method%=DELETE', false],
   ['_method%4=DELETE', false],
   ['a=_method', false],
@@ -74,6 +77,21 @@ t.test('multipart bodies: a part named `_method`', async (t) => {
     [part('form-data; name="_methods"'), false],
     [part('form-data; name="other"; filename="_method"'), false],
     [part('form-data; name="x_method"'), false],
+    [part("form-data; name='_method'"), true],
+    [part('form-data; name=".method"'), true],
+    [part('form-data; name="_me\\thod"'), true],
+    [part('form-data; name="[_method]"'), true],
+    [part('form-data; name="_method\u0000x"'), true],
+    [part(`form-data; name="${' '.repeat(300)}_method"`), true],
+    [part('form-data;\r\n name="_method"'), true],
+    [part('form-data; name = _method'), true],
+    [`--b\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n`, true],
+    [`--b\r\nX-Note: Content-Disposition: form-data; name="_method"\r\n\r\nx\r\n--b--\r\n`, true],
+    [part('form-data; name="x'), false],
+    [`${part('form-data; name="x')}${part('form-data; name="_method"')}`, true],
+    [part('form-data; name="payment_method"'), false],
+    [part('form-data; name="method"'), false],
+    [part('form-data; username="_method"'), false],
   ];
   for (const [body, expected] of cases) {
     t.equal(new MultipartNameScanner().feed(Buffer.from(body)), expected, JSON.stringify(body));
@@ -115,22 +133,53 @@ t.test('JSON bodies: a top-level `_method` key', async (t) => {
   }
 });
 
-t.test('which bodies are read for `_method`', async (t) => {
-  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded', 'POST') instanceof FormNameScanner);
-  t.ok(bodyOverrideScanner('Application/X-WWW-Form-Urlencoded; charset=UTF-8', 'PUT') instanceof FormNameScanner);
-  t.ok(bodyOverrideScanner('multipart/form-data; boundary=b', 'POST') instanceof MultipartNameScanner);
-  t.ok(bodyOverrideScanner('application/json', 'POST') instanceof JsonKeyScanner);
-  t.ok(bodyOverrideScanner('application/vnd.api+json; charset=utf-8', 'PATCH') instanceof JsonKeyScanner);
-  t.ok(bodyOverrideScanner(undefined, 'POST') instanceof FormNameScanner, 'a POST without Content-Type: Rack reads it as a form');
-  t.equal(bodyOverrideScanner(undefined, 'PUT'), undefined);
-  t.equal(bodyOverrideScanner('application/octet-stream', 'POST'), undefined);
-  t.equal(bodyOverrideScanner('text/plain', 'POST'), undefined);
-  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded, text/plain', 'POST') instanceof FormNameScanner, 'the media type ends at "," too (Rack)');
-  t.ok(bodyOverrideScanner('text/plain; x=/json', 'POST') instanceof JsonKeyScanner, '"/json" anywhere is JSON to Laravel');
-  const both = bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!;
-  t.ok(both.feed(Buffer.from('a=1&_method=PUT')), 'a form to Rack and JSON to Laravel: read as a form');
-  t.ok(bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!.feed(Buffer.from('{"_method":"PUT"}')), 'and as JSON');
-  t.notOk(bodyOverrideScanner('application/x-www-form-urlencoded; profile=a+json', 'POST')!.feed(Buffer.from('{"a":"_method"}')));
+t.test('which bodies are read for `_method`, and which are refused as unreadable', async (t) => {
+  const check = (ct?: string, ce?: string) => bodyOverrideCheck({ 'content-type': ct, 'content-encoding': ce });
+  const finds = (ct: string | undefined, body: string) => {
+    const c = check(ct);
+    return typeof c === 'object' && c.feed(Buffer.from(body));
+  };
+  t.ok(finds('application/x-www-form-urlencoded', 'a=1&_method=PUT'));
+  t.ok(finds('Application/X-WWW-Form-Urlencoded; charset=UTF-8', '_method=PUT'));
+  t.ok(finds('application/x-www-form-urlencoded, text/plain', '_method=PUT'), 'the media type ends at "," (Rack, PHP)');
+  t.ok(finds('application/x-www-form-urlencoded x', '_method=PUT'), 'and at a space (PHP)');
+  t.ok(finds(undefined, '_method=PUT'), 'no Content-Type: a form to Rack');
+  t.ok(finds('', '_method=PUT'), 'an empty one too');
+  t.ok(finds('multipart/form-data; boundary=b', '--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nX\r\n--b--'));
+  t.ok(finds('multipart/mixed', '_method=PUT'), 'multipart without a boundary: a form to Rack');
+  t.ok(finds('multipart/related; boundary=b', '--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nX\r\n--b--'));
+  t.ok(finds('multipart/form-data,boundary=b', '--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nX\r\n--b--'));
+  t.ok(finds('application/json', '{"_method":"PUT"}'));
+  t.ok(finds('application/vnd.api+json; charset=utf-8', '{"_method":"PUT"}'));
+  t.ok(finds('text/plain; x=/json', '{"_method":"PUT"}'), '"json" anywhere in the header (Laravel)');
+  t.ok(finds('application/x-www-form-urlencoded; profile=a+json', 'a=1&_method=PUT'), 'a form to one, JSON to another: both ways');
+  t.ok(finds('application/x-www-form-urlencoded; profile=a+json', '{"_method":"PUT"}'));
+  t.equal(check('application/octet-stream'), undefined);
+  t.equal(check('text/plain'), undefined);
+  t.match(check('application/json', 'gzip'), /compressed form or JSON body cannot be checked/);
+  t.match(check('application/x-www-form-urlencoded', 'deflate'), /compressed/);
+  t.match(check('application/json; charset=utf-16le'), /in utf-16le cannot be checked/);
+  t.type(check('application/json', 'identity'), 'object');
+  t.equal(check('application/octet-stream', 'gzip'), undefined, 'other bodies: not our concern');
+});
+
+t.test('scanners hold bounded state and stay linear on hostile input', async (t) => {
+  // A run of spaces after "name=" (a regex that backtracked took seconds on it), and deep nesting.
+  const spaces = Buffer.from(`name=${' '.repeat(2_000_000)};`);
+  let started = performance.now();
+  t.notOk(new MultipartNameScanner().feed(spaces));
+  const multipartMs = performance.now() - started;
+  const deep = Buffer.from('['.repeat(2_000_000));
+  started = performance.now();
+  t.notOk(new JsonKeyScanner().feed(deep));
+  const jsonMs = performance.now() - started;
+  const plain = Buffer.alloc(2_000_000, 0x61);
+  started = performance.now();
+  new MultipartNameScanner().feed(plain);
+  new JsonKeyScanner().feed(plain);
+  const plainMs = performance.now() - started;
+  // The same work per byte whatever the bytes: hostile input costs about what plain input does.
+  t.ok(multipartMs + jsonMs < 10 * plainMs + 200, `hostile ${(multipartMs + jsonMs).toFixed(0)} ms, plain ${plainMs.toFixed(0)} ms`);
 });
 
 t.test('a `_method` query parameter is refused as ambiguous, in every request form', async (t) => {

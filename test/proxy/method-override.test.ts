@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { Client } from 'undici';
@@ -48,7 +49,7 @@ async function setup(t: Test) {
     const text = await res.body.text();
     return { status: res.statusCode, text };
   };
-  return { sc, up, post, begun: () => begun };
+  return { sc, up, post, client, begun: () => begun };
 }
 
 t.test('`_method` in the query: 400 ambiguous_request, nothing sent upstream', async (t) => {
@@ -114,5 +115,23 @@ t.test('`_method` at the top of a JSON body (Laravel), and in a POST without Con
   t.match(JSON.parse(json.text), { error_code: 'ambiguous_request', detail: /method override \(_method\) in the body/ });
   const untyped = await post('/items', 'a=1&_method=DELETE', undefined);
   t.equal(untyped.status, 400);
+  const quoted = await post('/items', "--b\r\nContent-Disposition: form-data; name='_method'\r\n\r\nDELETE\r\n--b--\r\n", 'multipart/form-data,boundary=b');
+  t.equal(quoted.status, 400, "multipart, name in single quotes, media type cut at ','");
+  t.equal(up.received.length, 0);
+});
+
+t.test('a form or JSON body that cannot be read for `_method` (compressed, UTF-16) is refused before anything goes upstream', async (t) => {
+  const { up, post, client, begun } = await setup(t);
+  const zipped = await client.request({
+    method: 'POST',
+    path: 'http://api.example.com/items',
+    headers: { host: 'api.example.com', 'proxy-authorization': `Bearer ${token}`, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    body: gzipSync('{"_method":"DELETE"}'),
+  });
+  t.equal(zipped.statusCode, 400);
+  t.match(JSON.parse(await zipped.body.text()), { error_code: 'ambiguous_request', detail: /compressed form or JSON body cannot be checked/ });
+  const utf16 = await post('/items', Buffer.from('{"_method":"DELETE"}', 'utf16le').toString('latin1'), 'application/json; charset=utf-16le');
+  t.equal(utf16.status, 400);
+  t.equal(begun(), 0, 'the upstream saw no request');
   t.equal(up.received.length, 0);
 });
