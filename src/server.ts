@@ -98,8 +98,9 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
     headersTimeoutMs: durationMs(config.upstream.headersTimeout),
     bodyTimeoutMs: durationMs(config.upstream.bodyTimeout),
     connectionsPerOrigin: config.upstream.connectionsPerOrigin,
+    responseReadTimeoutMs: durationMs(config.proxy.responseReadTimeout),
     onAgentStalled: (requestId) =>
-      logger.warn({ request_id: requestId, after: config.upstream.bodyTimeout }, 'response cut: the agent read none of it for upstream.bodyTimeout'),
+      logger.warn({ request_id: requestId, after: config.proxy.responseReadTimeout }, 'response cut: the agent read none of it for proxy.responseReadTimeout'),
     onTrustReport: (r) => {
       metrics.upstreamCaReloads.inc({ result: r.result });
       if (r.result === 'success') logger.info({ file: r.file }, 'upstream CA file changed; new upstream connections verify against it');

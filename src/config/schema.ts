@@ -89,6 +89,11 @@ export const SidecarConfigSchema = z.strictObject({
       maxConnections: z.number().int().positive().default(4096),
       /** Longest pause in a request body on its way upstream (the agent sending, or the upstream taking, nothing). */
       requestBodyTimeout: DurationAtLeast1s.default('30s'),
+      /**
+       * Longest an agent may leave a response unread while its connection is full (0: no limit).
+       * Generous: an agent's progress shows only as its kernel buffers (up to a few MB) free up.
+       */
+      responseReadTimeout: Duration.default('5m'),
     })
     .prefault({}),
   admin: z.strictObject({ listen: ListenAddress.default(DEFAULT_ADMIN_LISTEN) }).prefault({}),

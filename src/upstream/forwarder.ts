@@ -22,7 +22,9 @@ export interface ForwarderOptions {
   bodyTimeoutMs: number;
   connectionsPerOrigin: number;
   maxPools?: number;
-  /** A response cut because its agent read nothing of it for bodyTimeoutMs. */
+  /** Longest an agent may leave a response unread while its connection is full (0: no limit). */
+  responseReadTimeoutMs?: number;
+  /** A response cut because its agent read nothing of it for responseReadTimeoutMs. */
   onAgentStalled?: (requestId: string) => void;
   /** A CA file that changed: taken into service, or not usable (the trust in service stays). */
   onTrustReport?: (r: TrustReport) => void;
@@ -540,7 +542,7 @@ export class Forwarder {
     // (headersTimeout 0 is undici's "no limit": then no limit here either.)
     const queueLimitMs = held > this.opts.connectionsPerOrigin && this.opts.headersTimeoutMs > 0 ? this.opts.headersTimeoutMs : undefined;
     return new Promise<ForwardResult>((resolve, reject) => {
-      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, this.opts.bodyTimeoutMs, this.opts.onAgentStalled, out.echoes, queueLimitMs);
+      const exchange = new Exchange(req, res, opts.requestId, resolve, reject, release, connected, this.opts.responseReadTimeoutMs ?? 0, this.opts.onAgentStalled, out.echoes, queueLimitMs);
       try {
         pool.dispatch({ path: out.path, method: out.method as Dispatcher.HttpMethod, headers: out.headers, body }, exchange);
       } catch (err) {

@@ -39,7 +39,7 @@ t.test('problems carry exact positions', async (t) => {
   const cases: Array<[string, string, Array<[number, number, RegExp]>]> = [
     ['unknown top-level key', `${KEYED}prxy: {}\n`, [[4, 1, /^unknown key "prxy" \(did you mean "proxy"\?\)$/]]],
     ['unknown nested key', `${KEYED}audit:\n  path: "-"\n  flushIntervall: 5ms\n`, [[6, 3, /^audit: unknown key "flushIntervall" \(did you mean "flushInterval"\?\)$/]]],
-    ['unknown key in flow mapping', `${KEYED}proxy: { listen: 127.0.0.1:1, bogus: 1 }\n`, [[4, 31, /^proxy: unknown key "bogus" \(known keys: headersTimeout, keepAliveTimeout, listen, maxConnections, maxHeaderBytes, maxRequestBodyBytes, requestBodyTimeout\)$/]]],
+    ['unknown key in flow mapping', `${KEYED}proxy: { listen: 127.0.0.1:1, bogus: 1 }\n`, [[4, 31, /^proxy: unknown key "bogus" \(known keys: headersTimeout, keepAliveTimeout, listen, maxConnections, maxHeaderBytes, maxRequestBodyBytes, requestBodyTimeout, responseReadTimeout\)$/]]],
     ['wrong type', `${KEYED}proxy:\n  maxHeaderBytes: big\n`, [[5, 19, /^proxy\.maxHeaderBytes: expected number, received string$/]]],
     ['a broker timeout of 0 (every call would time out)', `${KEYED}  timeout: 0\n`, [[4, 12, /^broker\.timeout: must be more than 0$/]]],
     ['leaves valid for 0 s', `${KEYED}tls:\n  leafValidity: 0s\n`, [[5, 17, /^tls\.leafValidity: must be more than 0$/]]],

@@ -193,8 +193,8 @@ t.test('thirty requests pipelined on one connection that then goes: all counted 
   t.same(warnings.filter((w) => w === 'MaxListenersExceededWarning'), []);
 });
 
-t.test('an agent that stops reading a response is cut after upstream.bodyTimeout: the upstream connection is not held', async (t) => {
-  const { sc, up } = await sidecar(t, { upstream: { bodyTimeout: '1s' } });
+t.test('an agent that stops reading a response is cut after proxy.responseReadTimeout: the upstream connection is not held', async (t) => {
+  const { sc, up } = await sidecar(t, { proxy: { responseReadTimeout: '1s' } });
   let released = 0;
   let sent = 0;
   up.handlers.set('/endless', (_r, res) => {
@@ -245,8 +245,8 @@ t.test('an agent that stops reading a response is cut after upstream.bodyTimeout
   t.equal(await next.body.text(), 'fine');
 });
 
-t.test('an agent that reads a large response slowly but steadily is not cut by upstream.bodyTimeout', async (t) => {
-  const { sc, up } = await sidecar(t, { upstream: { bodyTimeout: '1s' } });
+t.test('an agent that reads a large response slowly but steadily is not cut by proxy.responseReadTimeout', async (t) => {
+  const { sc, up } = await sidecar(t, { proxy: { responseReadTimeout: '1s' } });
   const size = 4 * 1024 * 1024;
   // The agent takes a few seconds to read it all: the upstream waits on it again and again.
   up.handlers.set('/large', (_r, res) => {
