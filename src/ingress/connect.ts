@@ -181,15 +181,6 @@ function dialUpstream(rt: Runtime, host: string, port: number): Promise<Socket> 
 }
 
 async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt, token: string): Promise<void> {
-  const upstream = await dialUpstream(rt, a.host!, a.port!);
-  if (socket.destroyed) {
-    upstream.destroy();
-    throw new SidecarError('bad_request', 'the client closed the connection before the tunnel opened');
-  }
-  socket.write(ESTABLISHED(a.requestId));
-  recordTunnel(rt, { type: 'tunnel', requestId: a.requestId, outcome: 'passed_through', host: a.host, port: a.port, identity: a.identity, scopes: a.scopes });
-  rt.metrics.activeTunnels.inc();
-  if (head.length > 0) upstream.write(head);
   const identity = a.identity!;
   // A reload that drops the entry, or no longer lets this token through it, ends the tunnel.
   const stillAllowed = (policy: CompiledPolicy) => {
@@ -199,6 +190,22 @@ async function passThrough(rt: Runtime, socket: Socket, head: Buffer, a: Attempt
       return false;
     }
   };
+  const upstream = await dialUpstream(rt, a.host!, a.port!);
+  if (socket.destroyed) {
+    upstream.destroy();
+    throw new SidecarError('bad_request', 'the client closed the connection before the tunnel opened');
+  }
+  // A reload while the token was checked or the upstream dialled: decided again under the policy in
+  // service now. From here to the splice's registration nothing waits, so no reload slips between.
+  const now = rt.generation();
+  if (now && !stillAllowed(now.policy)) {
+    upstream.destroy();
+    throw new SidecarError('tunnel_refused', 'the policy changed while the tunnel was opened; it does not allow this tunnel now');
+  }
+  socket.write(ESTABLISHED(a.requestId));
+  recordTunnel(rt, { type: 'tunnel', requestId: a.requestId, outcome: 'passed_through', host: a.host, port: a.port, identity: a.identity, scopes: a.scopes });
+  rt.metrics.activeTunnels.inc();
+  if (head.length > 0) upstream.write(head);
   splice(socket, upstream, {
     idleMs: durationMs(rt.config.tls.tunnelIdleTimeout),
     watch: tokenWatchFor(rt, token, identity),

@@ -216,7 +216,10 @@ export function splice(
     bytesOut += c.length;
   });
   const cut = (r: SpliceResult['reason']) => {
-    note(r);
+    // A side that had only half-closed left the rest open: ended now by the sidecar (shutdown, a
+    // policy change, the token, idleness), the reason is that.
+    if ((reason === 'client_closed' || reason === 'upstream_closed') && !r.endsWith('_error')) reason = r;
+    else note(r);
     client.destroy();
     upstream.destroy();
   };

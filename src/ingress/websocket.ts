@@ -229,6 +229,20 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
       upstream.destroy();
       throw new SidecarError('upstream_unreachable', 'the upstream answered 101 but did not complete the WebSocket handshake');
     }
+    const identity = st.identity!;
+    const canon = st.canon!;
+    // A reload after which no route allows this upgrade for this token ends the WebSocket; one that
+    // came while the upgrade was checked or answered is applied now, before the agent has its 101
+    // (from here to the splice's registration nothing waits).
+    const stillAllowed = (policy: CompiledPolicy) => {
+      const m = policy.matcher.match(canon);
+      return m !== undefined && authorize(identity, m) === undefined;
+    };
+    const now = rt.generation();
+    if (now && !stillAllowed(now.policy)) {
+      upstream.destroy();
+      throw new SidecarError('scope_violation', 'the policy changed while the upgrade was made; it does not allow this request now');
+    }
     const early = agent.stop();
     const pairs: Array<[string, string]> = [];
     const raw = answer.res.rawHeaders;
@@ -246,13 +260,6 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     const started = performance.now();
     // The token the upgrade was allowed with (prepareRequest found one): the WebSocket ends with it.
     const token = extractToken(req.headers, tunnelContextOf(req.socket)?.token).token as string;
-    const identity = st.identity!;
-    const canon = st.canon!;
-    // A reload after which no route allows this upgrade for this token ends the WebSocket.
-    const stillAllowed = (policy: CompiledPolicy) => {
-      const m = policy.matcher.match(canon);
-      return m !== undefined && authorize(identity, m) === undefined;
-    };
     const r = await splice(client, upstream, { idleMs, startedAt: started, watch: tokenWatchFor(rt, token, identity), registry: rt.splices, stillAllowed });
     recordTunnel(rt, {
       type: 'tunnel_closed',

@@ -63,3 +63,27 @@ t.test('a reload cuts the tunnels and WebSockets it no longer allows, and only t
   t.ok(fx.sc.logs.some((l) => l.includes('the new policy does not allow were closed') && l.includes('"connections":2')));
   broad.close();
 });
+
+t.test('a reload that lands while a tunnel is being opened is applied to it before it opens', async (t) => {
+  const { startValidateBroker } = await import('../helpers/validate-broker.js');
+  const slow = await startValidateBroker('valid');
+  slow.delayMs = 800; // the token check takes a while: the reload lands during it
+  const fx2 = await startHttpsFixture({ broker: { verify: 'online', url: slow.url }, tls: { tunnelIdleTimeout: '30s' } });
+  t.teardown(async () => {
+    await fx2.close();
+    await slow.close();
+  });
+  const opening = rawRequest(fx2.sc.proxyPort, connectRequest('pass.example.com:443', await fx2.token()));
+  await new Promise((r) => setTimeout(r, 300));
+  const file = join(fx2.dir, 'policies', 'policy-0.yaml');
+  const policy = parse(readFileSync(file, 'utf8'));
+  delete policy.passThrough;
+  writeFileSync(file, stringify(policy));
+  const reload = await request(`${fx2.sc.adminUrl}/reload`, { method: 'POST' });
+  await reload.body.dump();
+  t.equal(reload.statusCode, 200);
+  const r = await opening;
+  t.equal(r.status, 403, 'refused under the policy in service when it would have opened');
+  t.match(r.head, /tunnel_refused|application\/problem\+json/);
+  r.socket.destroy();
+});
