@@ -351,11 +351,12 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   let proxyPort: number;
   let adminPort: number;
   try {
+    // The admin listener first: a start that cannot have both has served no request.
+    adminPort = await listen(admin, config.admin.listen, 'admin');
     proxyPort = await listen(proxy, config.proxy.listen, 'proxy');
     // Serving from here on (nothing read off a socket yet): the generations applied so far come first.
     for (const record of unstarted) audit.append(record, true);
     unstarted = undefined;
-    adminPort = await listen(admin, config.admin.listen, 'admin');
   } catch (err) {
     reloader.stop();
     proxy.close();

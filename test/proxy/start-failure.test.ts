@@ -11,7 +11,7 @@ import { tempDir } from '../helpers/tmp.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { makeKey } from '../helpers/tokens.js';
 
-t.test('a start that cannot listen leaves no config_applied record; the next start records its generation', async (t) => {
+t.test('a start that cannot listen (proxy or admin port taken) leaves no config_applied record; the next start records its generation', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
   const key = await makeKey();
@@ -23,6 +23,7 @@ t.test('a start that cannot listen leaves no config_applied record; the next sta
   const port = (taken.address() as AddressInfo).port;
   const broker = { verify: 'offline', publicKeyFile: join(dir, 'k.pem') };
   await t.rejects(startTestSidecar({ upstreamPort: up.port, dir, broker, config: { proxy: { listen: `127.0.0.1:${port}` } } }), /EADDRINUSE|in use/);
+  await t.rejects(startTestSidecar({ upstreamPort: up.port, dir, broker, config: { admin: { listen: `127.0.0.1:${port}` } } }), /EADDRINUSE|in use/, 'the admin port taken');
   const records = () =>
     readFileSync(join(dir, 'audit.jsonl'), 'utf8')
       .split('\n')
