@@ -114,6 +114,8 @@ if ('error' in found) {
     const beside = helm.template({ set: [...ipHost, 'proxyEnv.noProxy.extra[0]=10.20.31.0/24', 'proxyEnv.noProxy.extra[1]=10.20.30.48/28'] });
     t.equal(beside.status, 0, 'CIDRs beside the governed address render', { stderr: beside.stderr });
     t.match(beside.stdout, /10\.20\.31\.0\/24,10\.20\.30\.48\/28"/);
+    refused(t, [...ipHost, 'proxyEnv.noProxy.extra[0]=::ffff:10.0.0.0/104'], /covers "10\.20\.30\.40"/, 'an IPv4-mapped IPv6 CIDR (Go matches it)');
+    refused(t, [...ipHost, 'proxyEnv.noProxy.extra[0]=::/0'], /covers "10\.20\.30\.40"/, 'every IPv6 address, IPv4 ones mapped included');
     refused(t, ['policies.files.ip6\\.yaml.version=v1', 'policies.files.ip6\\.yaml.passThrough[0].host=fd00::1', 'policies.files.ip6\\.yaml.passThrough[0].scopes[0]=read:ip:*', 'proxyEnv.noProxy.extra[0]=fd00::/8'], /covers "fd00::1"/, 'an IPv6 CIDR next to an IPv6 host is not taken on trust');
     const ok = helm.template({ set: ['proxyEnv.noProxy.clusterDNS=false', 'policies.files.svc\\.yaml.version=v1', 'policies.files.svc\\.yaml.passThrough[0].host=ledger.finance.svc.cluster.local', 'policies.files.svc\\.yaml.passThrough[0].scopes[0]=read:ledger:*'] });
     t.equal(ok.status, 0, 'in-cluster governed host renders once the cluster DNS bypass is off', { stderr: ok.stderr });

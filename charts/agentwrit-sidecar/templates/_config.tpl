@@ -111,8 +111,9 @@ auditFile: /var/lib/agentwrit-sidecar/audit/audit.jsonl
 
 {{- /*
 Whether a NO_PROXY entry in CIDR form covers an IP-literal host (curl, Go and Python requests all
-read CIDR entries): "true" or empty. IPv4 is computed; an IPv6 CIDR next to an IPv6 host counts as
-covering it (it cannot be checked here), so rendering fails and an address list is asked for.
+read CIDR entries): "true" or empty. IPv4 is computed; an IPv6 CIDR next to any IP host counts as
+covering it (it cannot be checked here, and Go matches IPv4 addresses against ::ffff:0:0/96 and
+::/0), so rendering fails and an address list is asked for.
 */ -}}
 {{- define "agentwrit-sidecar.cidrCovers" -}}
 {{- $ipv4 := "^[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}$" }}
@@ -127,7 +128,7 @@ covering it (it cannot be checked here), so rendering fails and an address list 
 {{- $hv := add (mul (atoi (index $h 0)) 16777216) (mul (atoi (index $h 1)) 65536) (mul (atoi (index $h 2)) 256) (atoi (index $h 3)) }}
 {{- $mv := add (mul (atoi (index $m 0)) 16777216) (mul (atoi (index $m 1)) 65536) (mul (atoi (index $m 2)) 256) (atoi (index $m 3)) }}
 {{- if eq (div $hv $block) (div $mv $block) }}true{{ end }}
-{{- else if and (contains ":" .host) (contains ":" $net) }}true
+{{- else if and (contains ":" $net) (or (contains ":" .host) (regexMatch $ipv4 .host)) }}true
 {{- end }}
 {{- end }}
 {{- end }}
