@@ -11,7 +11,7 @@ import type { LoadedConfig } from './config/load.js';
 import { durationMs } from './config/schema.js';
 import { createConnectHandler } from './ingress/connect.js';
 import { Interceptor } from './ingress/intercept.js';
-import { clientErrorRefusal, OpenSplices, refuseRaw } from './ingress/raw-socket.js';
+import { clientErrorRefusal, OpenSplices, refuseClientError } from './ingress/raw-socket.js';
 import { whenSocketCloses } from './ingress/socket-close.js';
 import { createUpgradeHandler } from './ingress/websocket.js';
 import { createRequestHandler } from './pipeline/handler.js';
@@ -267,8 +267,8 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   });
   proxy.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const refusal = clientErrorRefusal(err, socket, config.proxy.maxHeaderBytes);
-    if (!refusal || !socket.writable) return socket.destroy();
-    refuseRaw(rt, socket, refusal);
+    if (!refusal) return socket.destroy();
+    refuseClientError(rt, socket, refusal);
   });
   // Expect: the pipeline answers (417 for anything but 100-continue), and sends 100 Continue only
   // once the request is allowed and its body is wanted; node would answer both itself.

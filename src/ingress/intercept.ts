@@ -18,7 +18,7 @@ import { durationMs } from '../config/schema.js';
 import { SidecarError } from '../errors.js';
 import type { Runtime } from '../runtime/types.js';
 import { normalizeLeafHost } from '../tls/leaf.js';
-import { clientErrorRefusal, refuseRaw } from './raw-socket.js';
+import { clientErrorRefusal, refuseClientError, refuseRaw } from './raw-socket.js';
 import { attachTunnelContext } from './tunnel-context.js';
 import { msSince, recordTunnel } from './tunnel-record.js';
 
@@ -97,8 +97,8 @@ export class Interceptor {
       const st = this.#active.get(socket);
       if (st) st.reason ??= err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'headers_timeout' : err.code?.startsWith('HPE_') ? 'bad_http' : 'tls_error';
       const refusal = clientErrorRefusal(err, socket, rt.config.proxy.maxHeaderBytes);
-      if (!refusal || !socket.writable) return socket.destroy();
-      refuseRaw(rt, socket, refusal, st?.start.requestId);
+      if (!refusal) return socket.destroy();
+      refuseClientError(rt, socket, refusal, st?.start.requestId);
     });
     // The server never listens; 'listening' starts node's connection tracking, which is what
     // enforces headersTimeout on the connections handed to it.

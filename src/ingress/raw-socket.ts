@@ -8,6 +8,7 @@ import { canonicalIPv6 } from '../ipv6.js';
 import { ERROR_CATALOGUE, SidecarError } from '../errors.js';
 import { recordDecision } from '../pipeline/record.js';
 import { nextRequestId } from '../pipeline/request-id.js';
+import { readingOn } from '../pipeline/reading.js';
 import { problemBody } from '../pipeline/respond.js';
 import type { CompiledPolicy } from '../policy/compile.js';
 import type { Runtime } from '../runtime/types.js';
@@ -63,6 +64,22 @@ export function closeAfterEnd(socket: Duplex): void {
  * too slowly, a CONNECT inside a tunnel): problem+json on the socket, which is then closed, and
  * recorded like every other decision.
  */
+/**
+ * node's parser failed on a connection: the refusal of the request whose body was being read, under
+ * its id (its record follows when it is done), or else of a request that never got that far.
+ */
+export function refuseClientError(rt: Runtime, socket: Duplex, err: SidecarError, tunnelId?: string): void {
+  const reading = readingOn(socket);
+  if (reading === undefined) {
+    if (socket.writable) refuseRaw(rt, socket, err, tunnelId);
+    else socket.destroy();
+    return;
+  }
+  reading.refuse(err);
+  if (reading.res.headersSent) socket.destroy();
+  else writeRawProblem(socket, err, reading.requestId);
+}
+
 export function refuseRaw(rt: Runtime, socket: Duplex, err: SidecarError, tunnelId?: string): void {
   const st = { requestId: nextRequestId(undefined), started: process.hrtime.bigint(), tunnelId, error: err };
   writeRawProblem(socket, err, st.requestId);

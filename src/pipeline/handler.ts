@@ -15,6 +15,7 @@ import type { CanonicalRequest, RouteMatch } from '../policy/types.js';
 import type { Generation, Runtime } from '../runtime/types.js';
 import { type ForwardResult, stripHopByHop } from '../upstream/forwarder.js';
 import { explainFailure } from '../connectors/secrets.js';
+import { type ReadingRequest, startReading, stopReading } from './reading.js';
 import { recordDecision } from './record.js';
 import { sendProblem, toSidecarError } from './respond.js';
 import { nextRequestId } from './request-id.js';
@@ -232,7 +233,20 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
   // Plain callbacks rather than one async function: see prepareRequest.
   return (req, res) => {
     const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
-    const done = () => recordDecision(rt, st);
+    const socket = req.socket;
+    const reading: ReadingRequest = {
+      requestId: st.requestId,
+      res,
+      complete: () => req.complete,
+      refuse: (err) => {
+        st.error ??= err;
+      },
+    };
+    startReading(socket, reading);
+    const done = () => {
+      stopReading(socket, reading);
+      recordDecision(rt, st);
+    };
     const fail = (err: unknown) => {
       try {
         st.error = toSidecarError(err);
@@ -246,6 +260,8 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
     const forwarded = (result: ForwardResult) => {
       st.upstreamStatus = result.status;
       st.upstreamSeconds = result.upstreamSeconds;
+      // Refused after the upstream's answer had begun (its body, say): both are recorded.
+      if (result.error) st.error ??= result.error;
       done();
     };
     const forward = ({ out, match, withBody }: PreparedRequest) => {

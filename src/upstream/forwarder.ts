@@ -43,6 +43,8 @@ export interface ForwardResult {
   status: number;
   /** Time to the upstream's response head, seconds. */
   upstreamSeconds: number;
+  /** The request was refused (its body) after the upstream's answer had begun going to the agent. */
+  error?: SidecarError;
 }
 
 /** Requests that may wait for a busy upstream's connection beyond those it has; more get 504 at once. */
@@ -365,21 +367,22 @@ class Exchange implements Dispatcher.DispatchHandler {
     // The close listener stays: it does nothing once settled, and the response is done with.
     if (this.waitingDrain) res.off('drain', this.onDrain);
     clearTimeout(this.stallTimer);
+    const refusal = err instanceof SidecarError ? err : (err as { cause?: unknown })?.cause instanceof SidecarError ? ((err as { cause: SidecarError }).cause) : undefined;
     if (err === undefined) this.resolve({ status, upstreamSeconds });
     else if (this.clientGone) this.resolve({ status: status || 499, upstreamSeconds });
-    else if (err instanceof SidecarError) this.reject(err);
-    else if ((err as { cause?: unknown })?.cause instanceof SidecarError) this.reject((err as { cause: unknown }).cause);
     else if (res.headersSent) {
       // Cut mid-body: a reset, not a clean close, so that an agent reading to the close (HTTP/1.0,
-      // no length) sees an error rather than a shorter response.
+      // no length) sees an error rather than a shorter response. A refusal of the request's body
+      // that came after the answer began is recorded with that answer's status.
       try {
         (res.socket as import('node:net').Socket | null)?.resetAndDestroy();
       } catch {
         // not a TCP socket (inside a TLS tunnel): destroyed below
       }
       res.destroy();
-      this.resolve({ status, upstreamSeconds });
-    } else this.reject(upstreamErrorToSidecar(err));
+      this.resolve({ status, upstreamSeconds, error: refusal });
+    } else if (refusal) this.reject(refusal);
+    else this.reject(upstreamErrorToSidecar(err));
   }
 }
 

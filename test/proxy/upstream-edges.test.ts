@@ -277,3 +277,64 @@ print(head.split(b"\\r\\n")[0].decode(), len(body))
   t.equal(out.trim(), `HTTP/1.1 200 OK ${size}`, 'the whole body arrived');
   t.notOk(sc.logs.some((l) => l.includes('response cut')), 'nothing was cut');
 });
+
+/** The request records of the audit log so far. */
+async function requestRecords(sc: TestSidecar): Promise<Array<Record<string, unknown>>> {
+  await sc.runtime.audit.flush();
+  const { readFileSync } = await import('node:fs');
+  return readFileSync(sc.auditPath, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r.type === 'request');
+}
+
+t.test('a malformed chunk in a body already on its way upstream: one decision, under the id the agent gets', async (t) => {
+  const { sc } = await sidecar(t);
+  const s = connect(sc.proxyPort, '127.0.0.1');
+  s.on('error', () => {});
+  let answer = '';
+  s.on('data', (d: Buffer) => {
+    answer += d.toString('latin1');
+  });
+  const closed = new Promise<void>((r) => s.once('close', () => r()));
+  s.write(`POST http://api.example.com/upload HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
+  await sleep(200);
+  s.write('zz\r\n');
+  await closed;
+  t.match(answer, /^HTTP\/1\.1 400 /, 'a 400');
+  const id = /x-request-id: (\S+)/i.exec(answer)?.[1];
+  t.ok(id);
+  await sleep(100);
+  const records = await requestRecords(sc);
+  t.equal(records.length, 1, 'one record');
+  t.match(records[0], { request_id: id, decision: 'deny', error_code: 'bad_request' });
+});
+
+t.test('a body refused after the upstream answered: one record with the refusal and the upstream status', async (t) => {
+  // An upstream that answers at once and goes on reading the body.
+  const port = await rawUpstream(t, (u) => {
+    u.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nearly-');
+    u.resume();
+  });
+  const { sc: sc2 } = await sidecar(t, {}, port);
+  const s = connect(sc2.proxyPort, '127.0.0.1');
+  s.on('error', () => {});
+  let answer = '';
+  s.on('data', (d: Buffer) => {
+    answer += d.toString('latin1');
+  });
+  const closed = new Promise<void>((r) => s.once('close', () => r()));
+  s.write(
+    `POST http://api.example.com/form HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n4\r\na=1&\r\n`,
+  );
+  await sleep(300);
+  s.write('e\r\n_method=DELETE\r\n0\r\n\r\n');
+  await closed;
+  t.match(answer, /^HTTP\/1\.1 200 OK/, 'the answer had begun');
+  const id = /x-request-id: (\S+)/i.exec(answer)?.[1];
+  await sleep(100);
+  const records = await requestRecords(sc2);
+  t.equal(records.length, 1, 'one record');
+  t.match(records[0], { request_id: id, decision: 'deny', error_code: 'ambiguous_request', upstream_status: 200 });
+});
