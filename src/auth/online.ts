@@ -45,7 +45,7 @@ export class BrokerClient {
       });
       if (res.statusCode !== 200) {
         res.body.resume();
-        throw unavailable();
+        throw unavailable({ code: `HTTP ${res.statusCode}` });
       }
       text = await readBounded(res.body, MAX_ANSWER_BYTES);
     } catch (e) {
@@ -55,15 +55,16 @@ export class BrokerClient {
     let answer: unknown;
     try {
       answer = JSON.parse(text);
-    } catch (e) {
-      throw unavailable(e);
+    } catch {
+      // Not the parser's message: it quotes the answer, which may hold the token.
+      throw unavailable({ code: 'answer is not JSON' });
     }
     const a = answer as { valid?: unknown; claims?: unknown } | null;
-    if (a === null || typeof a !== 'object') throw unavailable();
+    if (a === null || typeof a !== 'object') throw unavailable({ code: 'answer is not a validate answer' });
     if (a.valid === false) return { valid: false };
     if (a.valid === true && a.claims !== null && typeof a.claims === 'object' && !Array.isArray(a.claims)) {
       return { valid: true, claims: a.claims as Record<string, unknown> };
     }
-    throw unavailable();
+    throw unavailable({ code: 'answer is not a validate answer' });
   }
 }

@@ -204,6 +204,44 @@ function afterVerify(
   });
 }
 
+const UPSTREAM_PROBLEMS: ReadonlySet<string> = new Set(['upstream_unreachable', 'upstream_tls_error', 'upstream_timeout', 'broker_unavailable']);
+
+/**
+ * Why an upstream or the broker failed, as the operator needs it and nothing more: the error's code
+ * (ECONNREFUSED, CERT_HAS_EXPIRED, UND_ERR_HEADERS_TIMEOUT, HTTP 500) or its class (TimeoutError).
+ * Never a message: those can quote what was sent or answered (a URL, a body with the token).
+ */
+export function failureReason(err: SidecarError): string {
+  const c = err.cause as { code?: unknown; name?: unknown; cause?: unknown } | undefined;
+  if (c === undefined || c === null) return 'unknown';
+  if (typeof c.code === 'string') return c.code;
+  const inner = c.cause as { code?: unknown } | undefined;
+  if (inner && typeof inner.code === 'string') return inner.code;
+  return typeof c.name === 'string' && c.name !== 'Error' ? c.name : 'unknown';
+}
+
+/**
+ * The agent gets a stable error code; the operator gets, at warn level, which upstream (host, never
+ * the path) or the broker failed and why (failureReason): once per change of reason, and again
+ * every minute while it lasts.
+ */
+function upstreamProblemLogger(rt: Runtime): (st: RequestState) => void {
+  const last = new Map<string, { why: string; at: number }>();
+  return (st) => {
+    const err = st.error;
+    if (!err || !UPSTREAM_PROBLEMS.has(err.code)) return;
+    const broker = err.code === 'broker_unavailable';
+    const where = broker ? 'broker' : (st.canon?.host ?? 'upstream');
+    const why = failureReason(err);
+    const seen = last.get(where);
+    const now = Date.now();
+    if (seen && seen.why === why && now - seen.at < CONNECTOR_PROBLEM_REPEAT_MS) return;
+    last.set(where, { why, at: now });
+    if (last.size > 1000) last.clear();
+    rt.logger.warn({ error_code: err.code, ...(broker ? {} : { host: where }), reason: why, request_id: st.requestId }, broker ? 'the broker cannot be used' : 'an upstream cannot be used');
+  };
+}
+
 /** How often the same connector failure is logged again while it lasts. */
 const CONNECTOR_PROBLEM_REPEAT_MS = 60_000;
 
@@ -227,6 +265,7 @@ function connectorProblemLogger(rt: Runtime): (st: RequestState) => void {
 
 export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const connectorProblem = connectorProblemLogger(rt);
+  const upstreamProblem = upstreamProblemLogger(rt);
   const maxBody = rt.config.proxy.maxRequestBodyBytes;
   const bodyIdleMs = durationMs(rt.config.proxy.requestBodyTimeout);
 
@@ -252,6 +291,7 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
         st.error = toSidecarError(err);
         if (st.error.code === 'internal_error') rt.logger.error({ err: st.error.cause, request_id: st.requestId }, 'unexpected error');
         else if (st.error.code === 'connector_unavailable') connectorProblem(st);
+        else upstreamProblem(st);
         sendProblem(res, st.error, st.requestId);
       } finally {
         done();

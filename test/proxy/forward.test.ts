@@ -661,3 +661,23 @@ t.test('a query credential echoed in a response header never reaches the agent; 
   const only = await viaProxy('/search');
   t.equal(only.headers.location, '/search/', 'the credential the only parameter: the "?" goes too');
 });
+
+t.test('an upstream that cannot be reached: 502 to the agent, the reason (never the path) to the operator', async (t) => {
+  const { createServer } = await import('node:net');
+  const closed = createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as { port: number }).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const other = await sidecarWith(t, {}, port);
+  const agent = new ProxyAgent({ uri: other.proxyUrl, token: `Bearer ${good}`, proxyTunnel: false });
+  t.teardown(() => agent.close());
+  for (let i = 0; i < 2; i++) {
+    const res = await request('http://api.example.com/customers/12345/billing?secret=q', { dispatcher: agent });
+    await res.body.dump();
+    t.equal(res.statusCode, 502);
+  }
+  const lines = other.logs.filter((l) => l.includes('an upstream cannot be used'));
+  t.equal(lines.length, 1, 'once while the reason stays the same');
+  t.match(JSON.parse(lines[0]), { level: 'warn', error_code: 'upstream_unreachable', host: 'api.example.com', reason: 'ECONNREFUSED' });
+  t.notMatch(lines[0], /customers|secret=q/, 'no path or query');
+});

@@ -77,6 +77,12 @@ for (const mode of ['hybrid', 'online'] as const) {
     const gone = await call(sc.proxyUrl, tok);
     t.same(gone, { status: 503, code: 'broker_unavailable' });
     t.equal(upstream.received.length, before, 'nothing reached the upstream');
+    // The operator is told why, once per reason, never with the token or the broker's answer.
+    const reasons = sc.logs
+      .filter((l) => l.includes('the broker cannot be used'))
+      .map((l) => (JSON.parse(l) as { reason: string }).reason);
+    t.same(reasons, ['TimeoutError', 'HTTP 500', 'ECONNREFUSED'], 'why, each time it changed');
+    t.notOk(sc.logs.some((l) => l.includes(tok.split('.')[2])), 'no token in the logs');
   });
 }
 
