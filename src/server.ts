@@ -275,7 +275,12 @@ export async function startSidecar(loaded: LoadedConfig, opts: StartOptions = {}
   proxy.on('checkContinue', onRequest);
   proxy.on('checkExpectation', onRequest);
   // Requests inside intercepted tunnels and WebSocket upgrades run the same pipeline and counting.
-  const onUpgrade = createUpgradeHandler(rt);
+  const onUpgrade = createUpgradeHandler(rt, {
+    started: () => {
+      metrics.inflightRequests++;
+    },
+    decided: onClosed,
+  });
   const interceptor = new Interceptor({ rt, onRequest, onUpgrade });
   proxy.on('connect', createConnectHandler({ rt, tls, interceptor }));
   proxy.on('upgrade', onUpgrade);

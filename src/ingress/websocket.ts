@@ -179,7 +179,14 @@ function relayRefusal(res: IncomingMessage, client: Duplex, requestId: string, i
   res.pipe(client);
 }
 
-export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+/**
+ * `inflight`: told when an upgrade begins and when it is decided (101 sent, or refused), so that an
+ * upgrade being made counts as a request in flight (gauge, and the shutdown drain waits for it).
+ */
+export function createUpgradeHandler(
+  rt: Runtime,
+  inflight?: { started(): void; decided(): void },
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   const idleMs = durationMs(rt.config.tls.tunnelIdleTimeout);
 
   async function upgrade(req: IncomingMessage, client: Duplex, head: Buffer, st: RequestState, agent: AgentWatch, record: () => void): Promise<void> {
@@ -283,9 +290,11 @@ export function createUpgradeHandler(rt: Runtime): (req: IncomingMessage, socket
     socket.on('error', () => socket.destroy());
     const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
     let recorded = false;
+    inflight?.started();
     const record = () => {
       if (recorded) return;
       recorded = true;
+      inflight?.decided();
       recordDecision(rt, st);
     };
     const agent = new AgentWatch(socket);

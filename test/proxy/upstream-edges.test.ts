@@ -338,3 +338,28 @@ t.test('a body refused after the upstream answered: one record with the refusal 
   t.equal(records.length, 1, 'one record');
   t.match(records[0], { request_id: id, decision: 'deny', error_code: 'ambiguous_request', upstream_status: 200 });
 });
+
+t.test('an upgrade being made counts as in flight: shutdown lets it finish within the grace', async (t) => {
+  const { createHash } = await import('node:crypto');
+  const key = 'dGhlIHNhbXBsZSBub25jZQ==';
+  const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+  // An upstream that takes 700 ms to switch protocols.
+  const port = await rawUpstream(t, (u) => {
+    setTimeout(() => u.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`), 700);
+  });
+  const { sc } = await sidecar(t, { shutdown: { grace: '3s' } }, port);
+  const s = connect(sc.proxyPort, '127.0.0.1');
+  s.on('error', () => {});
+  let answer = '';
+  s.on('data', (d: Buffer) => {
+    answer += d.toString('latin1');
+  });
+  s.write(
+    `GET http://api.example.com/ws HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+  await sleep(200);
+  const metrics = await (await request(`${sc.adminUrl}/metrics`)).body.text();
+  t.match(metrics, /^agentwrit_sidecar_inflight_requests 1$/m, 'counted while it is made');
+  await sc.close();
+  t.match(answer, /^HTTP\/1\.1 101 /, 'the upgrade completed before the sidecar stopped');
+});
