@@ -106,6 +106,7 @@ const requestLines = new WeakMap<Logger, RequestLines>();
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   const dest = destination ?? pino.destination({ dest: 1, sync: false });
+  const lines = new RequestLines(dest);
   const logger = pino(
     {
       level,
@@ -113,10 +114,17 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      // Any other line goes out after the request lines gathered before it: the log stays in order.
+      hooks: {
+        logMethod(args, method) {
+          lines.flush();
+          method.apply(this, args);
+        },
+      },
     },
     dest,
   );
-  requestLines.set(logger, new RequestLines(dest));
+  requestLines.set(logger, lines);
   return logger;
 }
 

@@ -85,3 +85,17 @@ t.test('logRequest writes one line at info, none above it, and uses pino for oth
   logRequest(other, full, '2026-11-24T08:00:00.123Z');
   t.equal(JSON.parse(lines[0]).request_id, 'abc-1', 'a logger not made here still gets the line, through pino');
 });
+
+t.test('a line logged after request lines goes out after them: the log stays in order', async (t) => {
+  const { logger, lines } = captured();
+  logRequest(logger, { ...full, request_id: 'r-1' }, '2026-11-24T08:00:00.000Z');
+  logRequest(logger, { ...full, request_id: 'r-2' }, '2026-11-24T08:00:00.001Z');
+  logger.info({ request_id: 't-1' }, 'tunnel closed');
+  logRequest(logger, { ...full, request_id: 'r-3' }, '2026-11-24T08:00:00.002Z');
+  flushLogger(logger);
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(
+    lines.map((l) => (JSON.parse(l) as { request_id: string }).request_id),
+    ['r-1', 'r-2', 't-1', 'r-3'],
+  );
+});
