@@ -29,7 +29,7 @@ export type DurationInput = z.infer<typeof Duration>;
 const HttpUrl = z
   .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
   // Only the origin and path are used: a user name or password here would be dropped unseen.
-  .refine((u) => !/^https?:\/\/[^/?#]*@/i.test(u), 'a URL here cannot carry a user name or password (they would not be sent); remove them');
+  .refine((u) => !/^https?:\/\/[^/?#]*@/i.test(u), 'a URL here cannot carry a user name or password (they would not be sent); an upstream credential belongs in a connector');
 
 /** A Duration of at least 1s (a value that is no duration gets Duration's message only). */
 const DurationAtLeast1s = Duration.refine((d) => !(msOf(d) < 1000), 'must be at least 1s');

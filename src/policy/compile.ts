@@ -113,7 +113,6 @@ function compileConnectors(sources: readonly PolicySource[], problems: ConfigPro
 
 function parseUpstream(url: string): Origin | string {
   const u = new URL(url);
-  if (u.username || u.password) return 'upstream must not carry credentials; use a connector';
   if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) return 'upstream is an origin only (scheme://host[:port]), without path or query';
   const scheme = u.protocol === 'https:' ? 'https' : 'http';
   const host = u.hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');

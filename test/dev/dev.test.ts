@@ -23,6 +23,21 @@ function freePort(): Promise<number> {
   });
 }
 
+/** `dev` on free ports with `extra` arguments, once it prints its walkthrough; its output so far, and its exit. */
+async function startDev(extra: string[], env: NodeJS.ProcessEnv = process.env) {
+  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', ...extra, '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
+  const out: string[] = [];
+  child.stdout.on('data', (d: Buffer) => out.push(d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const until = Date.now() + 20_000;
+  while (!out.join('').includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  return { child, output: () => out.join(''), exited };
+}
+
 t.test('npm run demo: every step behaves as stated and it exits 0', async (t) => {
   const tmp = tempDir('aws-demo-');
   const { stdout } = await run(process.execPath, [MAIN, 'demo'], { timeout: 60_000, env: { ...process.env, TMPDIR: tmp } });
@@ -88,19 +103,9 @@ t.test('dev: the walkthrough commands work, Ctrl-C stops everything and removes 
 });
 
 t.test('dev --dir DIR: the files stay after stop', async (t) => {
-  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const dir = join(tempDir('aws-devdir-'), 'keep');
-  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--dir', dir, '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  const until = Date.now() + 20_000;
-  while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-  t.match(out, new RegExp(`files +${dir}\n`), 'no removal notice');
+  const { child, output, exited } = await startDev(['--dir', dir]);
+  t.match(output(), new RegExp(`files +${dir}\n`), 'no removal notice');
   child.kill('SIGINT');
   t.equal(await exited, 0);
   for (const f of ['sidecar-audit.jsonl', 'broker-public.pem', 'broker-signing.key']) t.ok(existsSync(join(dir, f)), `${f} kept`);
@@ -145,19 +150,8 @@ t.test('dev -h and demo -h print their help', async (t) => {
 });
 
 t.test('dev closed by SIGHUP (its terminal went away) stops cleanly and removes its files', async (t) => {
-  const [b, p, a, u] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const tmp = tempDir('aws-devhup-');
-  const child = spawn(process.execPath, [MAIN, 'dev', '--quiet', '--broker-port', String(b), '--proxy-port', String(p), '--admin-port', String(a), '--upstream-port', String(u)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TMPDIR: tmp },
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  const until = Date.now() + 20_000;
-  while (!out.includes('Press Ctrl-C') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  const { child, exited } = await startDev([], { ...process.env, TMPDIR: tmp });
   t.equal(readdirSync(tmp).length, 1, 'its directory, holding the broker key');
   child.kill('SIGHUP');
   t.equal(await exited, 0);

@@ -124,7 +124,7 @@ t.test('route and connector problems, with positions', async (t) => {
     ['port other than 80/443 without scheme', routesFile(`  - id: a\n    host: api.example.com\n    port: 8443\n    path: /a\n    scopes: ["r:s:x"]\n`), [[5, 11, /port 8443 needs a scheme: add scheme: https \(or scheme: http/]]],
     ['caFile with http upstream', routesFile(`  - id: a\n    mount: /m\n    upstream: http://u\n    caFile: ca.pem\n    path: /a\n    scopes: ["r:s:x"]\n`), [[6, 13, /caFile is only used for https/]]],
     ['upstream with path', routesFile(`  - id: a\n    mount: /m\n    upstream: http://u/base\n    path: /a\n    scopes: ["r:s:x"]\n`), [[5, 15, /origin only/]]],
-    ['upstream with credentials', routesFile(`  - id: a\n    mount: /m\n    upstream: http://u:p@u\n    path: /a\n    scopes: ["r:s:x"]\n`), [[5, 15, /must not carry credentials/]]],
+    ['upstream with credentials', routesFile(`  - id: a\n    mount: /m\n    upstream: http://u:p@u\n    path: /a\n    scopes: ["r:s:x"]\n`), [[5, 15, /cannot carry a user name or password .*belongs in a connector/]]],
     ['inner wildcard', routesFile(`  - id: a\n    host: "api.*.com"\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /only wildcard allowed/]]],
     ['bare wildcard', routesFile(`  - id: a\n    host: "*"\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /only wildcard allowed/]]],
     ['host with port', routesFile(`  - id: a\n    host: api.example.com:8080\n    path: /a\n    scopes: ["r:s:x"]\n`), [[4, 11, /must not include a port/]]],

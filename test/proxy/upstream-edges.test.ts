@@ -289,21 +289,27 @@ async function requestRecords(sc: TestSidecar): Promise<Array<Record<string, unk
     .filter((r) => r.type === 'request');
 }
 
-t.test('a malformed chunk in a body already on its way upstream: one decision, under the id the agent gets', async (t) => {
-  const { sc } = await sidecar(t);
-  const s = connect(sc.proxyPort, '127.0.0.1');
+/** A raw agent connection to the proxy: what it received so far, and its close. */
+function rawAgent(port: number) {
+  const s = connect(port, '127.0.0.1');
   s.on('error', () => {});
   let answer = '';
   s.on('data', (d: Buffer) => {
     answer += d.toString('latin1');
   });
   const closed = new Promise<void>((r) => s.once('close', () => r()));
+  return { s, answer: () => answer, closed };
+}
+
+t.test('a malformed chunk in a body already on its way upstream: one decision, under the id the agent gets', async (t) => {
+  const { sc } = await sidecar(t);
+  const { s, answer, closed } = rawAgent(sc.proxyPort);
   s.write(`POST http://api.example.com/upload HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
   await sleep(200);
   s.write('zz\r\n');
   await closed;
-  t.match(answer, /^HTTP\/1\.1 400 /, 'a 400');
-  const id = /x-request-id: (\S+)/i.exec(answer)?.[1];
+  t.match(answer(), /^HTTP\/1\.1 400 /, 'a 400');
+  const id = /x-request-id: (\S+)/i.exec(answer())?.[1];
   t.ok(id);
   await sleep(100);
   const records = await requestRecords(sc);
@@ -318,21 +324,15 @@ t.test('a body refused after the upstream answered: one record with the refusal 
     u.resume();
   });
   const { sc: sc2 } = await sidecar(t, {}, port);
-  const s = connect(sc2.proxyPort, '127.0.0.1');
-  s.on('error', () => {});
-  let answer = '';
-  s.on('data', (d: Buffer) => {
-    answer += d.toString('latin1');
-  });
-  const closed = new Promise<void>((r) => s.once('close', () => r()));
+  const { s, answer, closed } = rawAgent(sc2.proxyPort);
   s.write(
     `POST http://api.example.com/form HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n4\r\na=1&\r\n`,
   );
   await sleep(300);
   s.write('e\r\n_method=DELETE\r\n0\r\n\r\n');
   await closed;
-  t.match(answer, /^HTTP\/1\.1 200 OK/, 'the answer had begun');
-  const id = /x-request-id: (\S+)/i.exec(answer)?.[1];
+  t.match(answer(), /^HTTP\/1\.1 200 OK/, 'the answer had begun');
+  const id = /x-request-id: (\S+)/i.exec(answer())?.[1];
   await sleep(100);
   const records = await requestRecords(sc2);
   t.equal(records.length, 1, 'one record');
@@ -348,12 +348,7 @@ t.test('an upgrade being made counts as in flight: shutdown lets it finish withi
     setTimeout(() => u.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`), 700);
   });
   const { sc } = await sidecar(t, { shutdown: { grace: '3s' } }, port);
-  const s = connect(sc.proxyPort, '127.0.0.1');
-  s.on('error', () => {});
-  let answer = '';
-  s.on('data', (d: Buffer) => {
-    answer += d.toString('latin1');
-  });
+  const { s, answer } = rawAgent(sc.proxyPort);
   s.write(
     `GET http://api.example.com/ws HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
   );
@@ -361,5 +356,5 @@ t.test('an upgrade being made counts as in flight: shutdown lets it finish withi
   const metrics = await (await request(`${sc.adminUrl}/metrics`)).body.text();
   t.match(metrics, /^agentwrit_sidecar_inflight_requests 1$/m, 'counted while it is made');
   await sc.close();
-  t.match(answer, /^HTTP\/1\.1 101 /, 'the upgrade completed before the sidecar stopped');
+  t.match(answer(), /^HTTP\/1\.1 101 /, 'the upgrade completed before the sidecar stopped');
 });
