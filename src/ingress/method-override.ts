@@ -148,133 +148,167 @@ const lowerByte = (c: number) => (c >= 65 && c <= 90 ? c + 32 : c);
 const isSpace = (c: number) => c === 32 || c === 9 || c === 13 || c === 10;
 const isWordByte = (c: number) => (c >= 48 && c <= 57) || (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c === 45;
 
+/** Bytes that end a bare parameter value: whitespace and Rack's token delimiters, and quotes. */
+const BARE_END = new Set([32, 9, 13, 10, 40, 41, 60, 62, 44, 59, 58, 92, 34, 39, 47, 91, 93, 63, 61, 123, 125]);
+
 /**
- * Reads a multipart body as it arrives and tells whether a part may be named `_method`. Parsers
- * differ in where they look (Rack finds `Content-Disposition: …; name=` anywhere in a part's head,
- * across folded lines, and names a part by its Content-ID when it has no disposition), so every
- * `name=` / `name*=` parameter and every `Content-ID:` value in the text is read, quoted with " or '
- * (backslash escapes undone) or bare, `name*=utf-8''…` percent-decoded. A part's content that
- * holds such text is refused too, which errs on the safe side. One pass, a few bytes of state.
+ * One candidate name value, after `name=`, `name*=` or `Content-ID:`: quoted with " or ' (backslash
+ * escapes undone, to the quote or the line's end), or bare (to a delimiter), `name*=` values with
+ * their charset'language' prefix dropped and percent-decoded.
  */
-export class MultipartNameScanner {
-  /** Bytes of the keyword being matched ("name" or "content-id"), and whether it began at a word start. */
-  private kwName = 0;
-  private kwId = 0;
-  private prev = 10;
-  /** 0 idle; 1 after a keyword, before "="/":"; 2 after it, before the value; 3 in a bare value; 4 in a quoted value. */
-  private state = 0;
+class NameValue {
+  private started = false;
   private quote = 0;
   private backslash = false;
-  private extended = false;
-  /** name*=: the charset'language' prefix read so far (two quotes end it). */
   private ticks = 0;
   private escape = 0;
   private high = 0;
   private readonly reader = new NameReader();
-  found = false;
+  /** 0: reading; 1: ended, not `_method`; 2: `_method`. */
+  result = 0;
 
-  feed(piece: Buffer): boolean {
-    if (this.found) return true;
-    for (let i = 0; i < piece.length; i++) {
-      this.byte(piece[i]);
-      if (this.found) return true;
+  constructor(
+    private readonly extended: boolean,
+    /** Content-ID: the value is the rest of the line (Rack), read to a space or ";" here. */
+    private readonly wholeLine: boolean,
+  ) {}
+
+  byte(c: number): void {
+    if (!this.started) {
+      if (c === 32 || c === 9) return;
+      this.started = true;
+      if (!this.extended && !this.wholeLine && (c === 34 || c === 39)) {
+        this.quote = c;
+        return;
+      }
     }
-    return false;
+    if (this.quote !== 0) {
+      if (c === 10 || c === 13) this.end();
+      else if (this.backslash) {
+        this.backslash = false;
+        this.char(c);
+      } else if (c === 92) this.backslash = true;
+      else if (c === this.quote) this.end();
+      else this.char(c);
+      return;
+    }
+    const ends = this.wholeLine ? c === 10 || c === 13 || c === 59 || c === 32 || c === 9 : BARE_END.has(c) && !(this.extended && c === 39);
+    if (ends) this.end();
+    else this.char(c);
   }
 
-  private byte(c: number): void {
-    switch (this.state) {
-      case 1: // after the keyword: "*" (name*), spaces, then "=" (or ":" after content-id)
-        if (c === 42 && this.kwName > 0) this.extended = true;
-        else if (c === 61 || (c === 58 && this.kwId > 0)) this.state = 2;
-        else if (!isSpace(c)) {
-          this.state = 0;
-          this.kwName = 0;
-          this.kwId = 0;
-          this.idle(c);
-        }
-        return;
-      case 2: // before the value
-        if (isSpace(c)) return;
-        this.reader.reset();
-        this.ticks = 0;
-        this.escape = 0;
-        if (c === 34 || (c === 39 && !this.extended)) {
-          this.quote = c;
-          this.backslash = false;
-          this.state = 4;
-        } else {
-          this.state = 3;
-          this.valueByte(c);
-        }
-        return;
-      case 3: // bare value: to ";", ",", a space or a line end
-        if (c === 59 || c === 44 || isSpace(c) || c === 34 || (c === 39 && !this.extended)) this.valueEnds(c);
-        else this.valueByte(c);
-        return;
-      case 4: // quoted value, to its quote or the line's end (an unclosed quote hides nothing after it)
-        if (c === 10 || c === 13) this.valueEnds(c);
-        else if (this.backslash) {
-          this.backslash = false;
-          this.valueByte(c);
-        } else if (c === 92) this.backslash = true;
-        else if (c === this.quote) this.valueEnds(-1);
-        else this.valueByte(c);
-        return;
-      default:
-        this.idle(c);
-    }
-  }
-
-  /** Looks for "name" (not inside a longer word: "filename", "username") and "content-id". */
-  private idle(c: number): void {
-    const l = lowerByte(c);
-    this.kwName = l === 'name'.charCodeAt(this.kwName) && (this.kwName > 0 || !isWordByte(this.prev)) ? this.kwName + 1 : l === 110 && !isWordByte(this.prev) ? 1 : 0;
-    this.kwId = l === 'content-id'.charCodeAt(this.kwId) ? this.kwId + 1 : l === 99 ? 1 : 0;
-    this.prev = c;
-    if (this.kwName === 4 || this.kwId === 10) {
-      if (this.kwName !== 4) this.kwName = 0;
-      if (this.kwId !== 10) this.kwId = 0;
-      this.extended = false;
-      this.state = 1;
-    }
-  }
-
-  private valueByte(c: number): void {
+  private char(c: number): void {
     if (this.extended && this.ticks < 2) {
-      // name*=charset'lang'value: the value starts after the second "'" (a bare one: no prefix).
+      // name*=charset'lang'value: the value starts after the second "'" (none: all of it).
       if (c === 39) {
         if (++this.ticks === 2) this.reader.reset();
       } else if (this.ticks === 0) this.reader.char(c);
       return;
     }
-    if (this.extended && this.ticks === 2) {
-      if (this.escape === 0 && c === 37) {
-        this.escape = 1;
-        return;
-      }
-      if (this.escape === 1) {
+    if (this.extended && (this.escape > 0 || c === 37)) {
+      if (this.escape === 0) this.escape = 1;
+      else if (this.escape === 1) {
         this.high = Math.max(0, hexValue(c));
         this.escape = 2;
-        return;
-      }
-      if (this.escape === 2) {
+      } else {
         this.escape = 0;
         this.reader.char(this.high * 16 + Math.max(0, hexValue(c)));
-        return;
       }
-    }
-    this.reader.char(c);
-    if (this.reader.settled) this.found = true;
+    } else this.reader.char(c);
+    if (this.reader.settled) this.result = 2;
   }
 
-  private valueEnds(c: number): void {
-    if (this.reader.is() || this.reader.settled) this.found = true;
-    this.state = 0;
-    this.kwName = 0;
-    this.kwId = 0;
-    this.prev = 32;
-    if (c >= 0) this.idle(c);
+  end(): void {
+    if (this.result === 0) this.result = this.reader.is() || this.reader.settled ? 2 : 1;
+  }
+}
+
+/** Keywords that start a name value in a multipart body, and whether they must start a word. */
+const KEYWORDS = [
+  { text: 'name', wordStart: true, extended: true, sep: 61, wholeLine: false },
+  { text: 'content-id', wordStart: false, extended: false, sep: 58, wholeLine: true },
+];
+/** The bytes a keyword starts with, either case. */
+const KEYWORD_START = new Uint8Array(256);
+for (const { text } of KEYWORDS) {
+  KEYWORD_START[text.charCodeAt(0)] = 1;
+  KEYWORD_START[text.toUpperCase().charCodeAt(0)] = 1;
+}
+/** More candidate values alive at once than this is no multipart body: refused. */
+const MAX_CANDIDATES = 32;
+
+/**
+ * Reads a multipart body as it arrives and tells whether a part may be named `_method`. Parsers
+ * differ in where they look (Rack finds `Content-Disposition: …; name=` anywhere in a part's head,
+ * across folded lines and inside other parameters' quotes, and names a part by its Content-ID when
+ * it has no disposition; PHP and busboy split parameters minding quotes), so every `name=` /
+ * `name*=` and every `Content-ID:` in the text starts a candidate value, wherever it stands, even
+ * inside another value: whichever way a parser splits the line, the value it reads is among them.
+ * A part's content that holds such text is refused too, which errs on the safe side. Linear: each
+ * byte goes to the keyword matchers and to the few candidates still alive.
+ */
+export class MultipartNameScanner {
+  /** Per keyword: characters matched so far, then 0 again; -1 while between the keyword and its separator. */
+  private readonly matched = KEYWORDS.map(() => 0);
+  private readonly star = KEYWORDS.map(() => false);
+  private prev = 10;
+  private values: NameValue[] = [];
+  found = false;
+
+  feed(piece: Buffer): boolean {
+    if (this.found) return true;
+    for (let i = 0; i < piece.length; i++) {
+      // Nothing under way: skip to the next byte that can start a keyword (most of a file's content).
+      if (this.values.length === 0 && this.matched[0] === 0 && this.matched[1] === 0) {
+        while (i < piece.length && KEYWORD_START[piece[i]] === 0) i++;
+        if (i === piece.length) {
+          this.prev = piece[i - 1];
+          return false;
+        }
+        if (i > 0) this.prev = piece[i - 1];
+      }
+      const c = piece[i];
+      if (this.values.length > 0) this.valueByte(c);
+      for (let k = 0; k < KEYWORDS.length; k++) this.keywordByte(k, c);
+      this.prev = c;
+      if (this.found) return true;
+    }
+    return false;
+  }
+
+  private valueByte(c: number): void {
+    let alive = 0;
+    for (const v of this.values) {
+      v.byte(c);
+      if (v.result === 2) this.found = true;
+      if (v.result === 0) this.values[alive++] = v;
+    }
+    this.values.length = alive;
+  }
+
+  private keywordByte(k: number, c: number): void {
+    const kw = KEYWORDS[k];
+    const at = this.matched[k];
+    if (at === -1) {
+      // After the keyword: "*" (name*), spaces, then its separator.
+      if (c === 42 && kw.extended && !this.star[k]) {
+        this.star[k] = true;
+        return;
+      }
+      if (c === kw.sep) {
+        this.matched[k] = 0;
+        if (this.values.length >= MAX_CANDIDATES) this.found = true;
+        else this.values.push(new NameValue(this.star[k], kw.wholeLine));
+        return;
+      } else if (!isSpace(c)) this.matched[k] = 0;
+      else return;
+    }
+    const l = lowerByte(c);
+    const next = this.matched[k];
+    if (l === kw.text.charCodeAt(next) && (next > 0 || !kw.wordStart || !isWordByte(this.prev))) {
+      this.matched[k] = next + 1 === kw.text.length ? -1 : next + 1;
+      this.star[k] = false;
+    } else this.matched[k] = l === kw.text.charCodeAt(0) && (!kw.wordStart || !isWordByte(this.prev)) ? 1 : 0;
   }
 }
 
@@ -376,8 +410,8 @@ class EitherScanner {
 
 export type BodyScanner = { feed(piece: Buffer): boolean };
 
-/** Charsets whose bytes are ASCII for ASCII characters: a name is the same bytes in them. */
-const ASCII_COMPATIBLE = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii', 'iso-8859-1', 'latin1', 'windows-1252']);
+/** Charsets whose bytes are not ASCII for ASCII characters: a name is other bytes in them. */
+const NOT_ASCII = /^(utf-?16|utf-?32|ucs-?2|ucs-?4|utf-?7|unicode|.*ebcdic|cp0?37$|ibm0?37$|cp500$|ibm500$|cp875$|cp1026$|cp114[0-9]$|ibm114[0-9]$)/;
 
 /**
  * How a request body is read for a method override: not at all (undefined), by a scanner, or not
@@ -394,16 +428,18 @@ export function bodyOverrideCheck(headers: { 'content-type'?: string; 'content-e
   const header = (headers['content-type'] ?? '').trim().toLowerCase();
   const type = header.split(/[;,\s]/, 1)[0];
   const scanners: BodyScanner[] = [];
-  if (type === '' || type === 'application/x-www-form-urlencoded' || header.includes('form') || header.includes('urlencoded')) scanners.push(new FormNameScanner());
   if (type.startsWith('multipart/') || header.includes('multipart')) {
     scanners.push(new MultipartNameScanner());
-    if (!scanners.some((s) => s instanceof FormNameScanner)) scanners.push(new FormNameScanner());
+    // Without a boundary Rack reads it as a form; with one, a file's text is not a form.
+    if (!header.includes('boundary')) scanners.push(new FormNameScanner());
+  } else if (type === '' || type === 'application/x-www-form-urlencoded' || header.includes('form') || header.includes('urlencoded')) {
+    scanners.push(new FormNameScanner());
   }
   if (header.includes('json')) scanners.push(new JsonKeyScanner());
   if (scanners.length === 0) return undefined;
   const encoding = (headers['content-encoding'] ?? '').trim().toLowerCase();
   if (encoding !== '' && encoding !== 'identity') return 'a compressed form or JSON body cannot be checked for a method override (_method); send it uncompressed';
   const charset = /(?:^|[;,\s])charset\s*=\s*"?([^";,\s]*)/.exec(header)?.[1];
-  if (charset !== undefined && !ASCII_COMPATIBLE.has(charset)) return `a form or JSON body in ${charset} cannot be checked for a method override (_method); send it in UTF-8`;
+  if (charset !== undefined && NOT_ASCII.test(charset)) return `a form or JSON body in ${charset} cannot be checked for a method override (_method); send it in UTF-8`;
   return scanners.length > 1 ? new EitherScanner(scanners) : scanners[0];
 }

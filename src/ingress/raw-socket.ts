@@ -76,7 +76,9 @@ export function refuseClientError(rt: Runtime, socket: Duplex, err: SidecarError
     return;
   }
   reading.refuse(err);
-  if (reading.res.headersSent) socket.destroy();
+  // Its answer is written only in its own slot: not once its head went out, nor while it waits
+  // behind an earlier pipelined response (no socket yet), where the agent would read it as that one's.
+  if (reading.res.headersSent || !reading.res.socket) socket.destroy();
   else writeRawProblem(socket, err, reading.requestId);
 }
 

@@ -358,3 +358,20 @@ t.test('an upgrade being made counts as in flight: shutdown lets it finish withi
   await sc.close();
   t.match(answer(), /^HTTP\/1\.1 101 /, 'the upgrade completed before the sidecar stopped');
 });
+
+t.test('a malformed chunk in a request pipelined behind another: no answer in the earlier one\'s slot', async (t) => {
+  const { sc, up } = await sidecar(t);
+  up.handlers.set('/slow', (_r, res) => setTimeout(() => res.end('slow answer'), 500));
+  const { s, answer, closed } = rawAgent(sc.proxyPort);
+  s.write(
+    `${head('GET', '/slow')}POST http://api.example.com/upload HTTP/1.1\r\nHost: api.example.com\r\nProxy-Authorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`,
+  );
+  await sleep(150);
+  s.write('zz\r\n');
+  await closed;
+  t.notMatch(answer(), /^HTTP\/1\.1 400/, 'the agent does not read a 400 as the answer to its GET');
+  await sleep(100);
+  const records = await requestRecords(sc);
+  t.equal(records.length, 2, 'one record each');
+  t.ok(records.some((r) => r.error_code === 'bad_request' && r.method === 'POST'), 'the POST refused');
+});
