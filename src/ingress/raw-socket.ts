@@ -64,6 +64,12 @@ export function closeAfterEnd(socket: Duplex): void {
  * too slowly, a CONNECT inside a tunnel): problem+json on the socket, which is then closed, and
  * recorded like every other decision.
  */
+export function refuseRaw(rt: Runtime, socket: Duplex, err: SidecarError, tunnelId?: string): void {
+  const st = { requestId: nextRequestId(undefined), started: process.hrtime.bigint(), tunnelId, error: err };
+  writeRawProblem(socket, err, st.requestId);
+  recordDecision(rt, st);
+}
+
 /**
  * node's parser failed on a connection: the refusal of the request whose body was being read, under
  * its id (its record follows when it is done), or else of a request that never got that far.
@@ -80,12 +86,6 @@ export function refuseClientError(rt: Runtime, socket: Duplex, err: SidecarError
   // behind an earlier pipelined response (no socket yet), where the agent would read it as that one's.
   if (reading.res.headersSent || !reading.res.socket) socket.destroy();
   else writeRawProblem(socket, err, reading.requestId);
-}
-
-export function refuseRaw(rt: Runtime, socket: Duplex, err: SidecarError, tunnelId?: string): void {
-  const st = { requestId: nextRequestId(undefined), started: process.hrtime.bigint(), tunnelId, error: err };
-  writeRawProblem(socket, err, st.requestId);
-  recordDecision(rt, st);
 }
 
 /**
