@@ -220,45 +220,53 @@ export function failureReason(err: SidecarError): string {
   return typeof c.name === 'string' && c.name !== 'Error' ? c.name : 'unknown';
 }
 
+/** How often the same failure is logged again while it lasts. */
+const PROBLEM_REPEAT_MS = 60_000;
+
+/**
+ * Whether a problem line for `key` (a connector, an upstream host) is due: once per change of its
+ * reason, and again every minute while it lasts. Remembers at most 1000 keys.
+ */
+function problemGate(): (key: string, why: string) => boolean {
+  const last = new Map<string, { why: string; at: number }>();
+  return (key, why) => {
+    const seen = last.get(key);
+    const now = Date.now();
+    if (seen && seen.why === why && now - seen.at < PROBLEM_REPEAT_MS) return false;
+    if (last.size >= 1000 && !seen) last.clear();
+    last.set(key, { why, at: now });
+    return true;
+  };
+}
+
 /**
  * The agent gets a stable error code; the operator gets, at warn level, which upstream (host, never
- * the path) or the broker failed and why (failureReason): once per change of reason, and again
- * every minute while it lasts.
+ * the path) or the broker failed and why (failureReason), as problemGate lets it through.
  */
 function upstreamProblemLogger(rt: Runtime): (st: RequestState) => void {
-  const last = new Map<string, { why: string; at: number }>();
+  const due = problemGate();
   return (st) => {
     const err = st.error;
     if (!err || !UPSTREAM_PROBLEMS.has(err.code)) return;
     const broker = err.code === 'broker_unavailable';
     const where = broker ? 'broker' : (st.canon?.host ?? 'upstream');
     const why = failureReason(err);
-    const seen = last.get(where);
-    const now = Date.now();
-    if (seen && seen.why === why && now - seen.at < CONNECTOR_PROBLEM_REPEAT_MS) return;
-    last.set(where, { why, at: now });
-    if (last.size > 1000) last.clear();
+    if (!due(where, why)) return;
     rt.logger.warn({ error_code: err.code, ...(broker ? {} : { host: where }), reason: why, request_id: st.requestId }, broker ? 'the broker cannot be used' : 'an upstream cannot be used');
   };
 }
 
-/** How often the same connector failure is logged again while it lasts. */
-const CONNECTOR_PROBLEM_REPEAT_MS = 60_000;
-
 /**
  * The agent gets "the upstream credential is unavailable"; the operator gets which connector and
- * why (never a value): once per change of reason, and again every minute while it lasts.
+ * why (never a value), as problemGate lets it through.
  */
 function connectorProblemLogger(rt: Runtime): (st: RequestState) => void {
-  const last = new Map<string, { why: string; at: number }>();
+  const due = problemGate();
   return (st) => {
     const name = st.match?.route.connector;
     if (st.error?.code !== 'connector_unavailable' || name === undefined) return;
     const why = explainFailure(st.error);
-    const seen = last.get(name);
-    const now = Date.now();
-    if (seen && seen.why === why && now - seen.at < CONNECTOR_PROBLEM_REPEAT_MS) return;
-    last.set(name, { why, at: now });
+    if (!due(name, why)) return;
     rt.logger.error({ connector: name, route: st.match?.route.id, reason: why }, 'connector cannot provide its credential; its requests are refused');
   };
 }
@@ -272,18 +280,22 @@ export function createRequestHandler(rt: Runtime): (req: IncomingMessage, res: S
   // Plain callbacks rather than one async function: see prepareRequest.
   return (req, res) => {
     const st: RequestState = { requestId: nextRequestId(req.headers['x-request-id']), started: process.hrtime.bigint() };
+    // Only a request with a body can have its body fail to parse after its head (reading.ts).
     const socket = req.socket;
-    const reading: ReadingRequest = {
-      requestId: st.requestId,
-      res,
-      complete: () => req.complete,
-      refuse: (err) => {
-        st.error ??= err;
-      },
-    };
-    startReading(socket, reading);
+    const reading: ReadingRequest | undefined =
+      req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+        ? {
+            requestId: st.requestId,
+            res,
+            complete: () => req.complete,
+            refuse: (err) => {
+              st.error ??= err;
+            },
+          }
+        : undefined;
+    if (reading) startReading(socket, reading);
     const done = () => {
-      stopReading(socket, reading);
+      if (reading) stopReading(socket, reading);
       recordDecision(rt, st);
     };
     const fail = (err: unknown) => {

@@ -1,6 +1,6 @@
 /**
- * The request of each agent connection whose body may still be arriving: the last one whose head
- * was read. When the HTTP parser then fails (a malformed chunk, say), the failure is that request's:
+ * The request of each agent connection whose body may still be arriving: the last one with a body
+ * whose head was read (requests without one are not registered). When the HTTP parser then fails (a malformed chunk, say), the failure is that request's:
  * it gets the refusal under its own request id, as its one decision, not a second made-up one.
  */
 import type { ServerResponse } from 'node:http';
